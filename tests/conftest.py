@@ -1,0 +1,240 @@
+"""Shared fixtures for the evpy behaviour suite.
+
+Every behaviour test runs twice: once on asyncio's default loop
+(SelectorEventLoop) and once on evpy, via the ``kind`` parametrization
+(ids exactly ``asyncio`` and ``evpy``).  Tests marked ``evpy_only`` are
+parametrized with ``evpy`` alone.
+
+If ``import evpy`` fails, every evpy test ERRORs (never skips): a skipped
+test would hide a missing feature.
+
+Every test is checked for leaks: open fds, live threads, child processes,
+loops created through ``new_loop`` and not closed, and a changed event loop
+policy / current loop.
+"""
+import asyncio
+import gc
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+KINDS = ("asyncio", "evpy")
+
+try:
+    import evpy  # noqa: F401
+    EVPY_IMPORT_ERROR = None
+except Exception as exc:  # pragma: no cover - reported in the header
+    EVPY_IMPORT_ERROR = exc
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "evpy_only: run this test with the evpy loop only")
+
+
+def pytest_report_header(config):
+    if EVPY_IMPORT_ERROR is not None:
+        return ("evpy: CANNOT IMPORT ({!r}); every evpy test will ERROR"
+                .format(EVPY_IMPORT_ERROR))
+    import evpy
+    return "evpy: {}".format(getattr(evpy, "__file__", evpy))
+
+
+def pytest_generate_tests(metafunc):
+    if "kind" in metafunc.fixturenames:
+        if metafunc.definition.get_closest_marker("evpy_only"):
+            kinds = ["evpy"]
+        else:
+            kinds = list(KINDS)
+        metafunc.parametrize("kind", kinds, ids=kinds)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def import_evpy():
+    """Import evpy, raising (so the test ERRORs) if it is not built."""
+    if EVPY_IMPORT_ERROR is not None:
+        raise RuntimeError(
+            "evpy cannot be imported: {!r}".format(EVPY_IMPORT_ERROR)
+        ) from EVPY_IMPORT_ERROR
+    import evpy
+    return evpy
+
+
+def make_loop(kind):
+    """A fresh, untracked loop of the given kind."""
+    if kind == "asyncio":
+        return asyncio.SelectorEventLoop()
+    if kind == "evpy":
+        return import_evpy().new_event_loop()
+    raise ValueError(kind)
+
+
+# --------------------------------------------------------------- leak checks
+
+def _fd_set():
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        fds.add(int(name))
+    return fds
+
+
+def _fd_desc(fd):
+    try:
+        return os.readlink("/proc/self/fd/{}".format(fd))
+    except OSError:
+        return "?"
+
+
+def _children():
+    pids = set()
+    me = os.getpid()
+    try:
+        tids = os.listdir("/proc/{}/task".format(me))
+    except OSError:
+        return pids
+    for tid in tids:
+        try:
+            with open("/proc/{}/task/{}/children".format(me, tid)) as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def _settle(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        gc.collect()
+        time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def _leak_guard(request):
+    """Fail the test if it leaks fds, threads, children or loop state."""
+    gc.collect()
+    fds_before = _fd_set()
+    threads_before = threading.active_count()
+    children_before = _children()
+    policy_before = asyncio.get_event_loop_policy()
+    sigusr1_before = signal.getsignal(signal.SIGUSR1)
+    sigusr2_before = signal.getsignal(signal.SIGUSR2)
+
+    yield
+
+    problems = []
+    # Restore global state first so one bad test cannot poison the next.
+    policy_after = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(policy_before)
+    asyncio.set_event_loop(None)
+    if policy_after is not policy_before:
+        problems.append("event loop policy changed and not restored: {!r}"
+                        .format(policy_after))
+    for signum, before in ((signal.SIGUSR1, sigusr1_before),
+                           (signal.SIGUSR2, sigusr2_before)):
+        after = signal.getsignal(signum)
+        if after != before:
+            signal.signal(signum, before)
+            problems.append("signal handler for {} not restored: {!r}"
+                            .format(signal.Signals(signum).name, after))
+    wakeup = signal.set_wakeup_fd(-1)
+    if wakeup != -1:
+        problems.append("signal.set_wakeup_fd left set to {}".format(wakeup))
+
+    if not _settle(lambda: threading.active_count() <= threads_before):
+        problems.append("thread leak: {} -> {} ({})".format(
+            threads_before, threading.active_count(),
+            [t.name for t in threading.enumerate()]))
+    if not _settle(lambda: _fd_set() <= fds_before, timeout=1.0):
+        leaked = sorted(_fd_set() - fds_before)
+        problems.append("fd leak: {}".format(
+            ", ".join("{}->{}".format(fd, _fd_desc(fd)) for fd in leaked)))
+    new_children = _children() - children_before
+    if new_children:
+        for pid in new_children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        problems.append("child process leak: {}".format(sorted(new_children)))
+
+    if problems:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.passed:
+            pytest.fail("; ".join(problems), pytrace=False)
+
+
+# ------------------------------------------------------------ loop fixtures
+
+@pytest.fixture
+def new_loop(request, kind):
+    """Factory for loops of the parametrized kind.
+
+    Tests must close every loop they create; a loop still open at teardown
+    is closed here and fails the (otherwise passing) test.
+    """
+    created = []
+
+    def factory():
+        loop = make_loop(kind)
+        created.append(loop)
+        return loop
+
+    factory.kind = kind
+    yield factory
+
+    unclosed = []
+    for loop in created:
+        if not loop.is_closed():
+            unclosed.append(loop)
+            if loop.is_running():
+                loop.stop()
+                continue
+            loop.close()
+    created.clear()
+    if unclosed:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.passed:
+            pytest.fail("test left {} loop(s) unclosed".format(len(unclosed)),
+                        pytrace=False)
+
+
+@pytest.fixture
+def loop(kind):
+    """A fresh loop of the parametrized kind, closed after the test."""
+    lp = make_loop(kind)
+    try:
+        yield lp
+    finally:
+        if not lp.is_closed():
+            if not lp.is_running():
+                try:
+                    lp.run_until_complete(lp.shutdown_default_executor())
+                except Exception:
+                    pass
+            lp.close()
+
+
+@pytest.fixture
+def evpy_mod():
+    return import_evpy()
+
+
+def run_briefly(loop, steps=1):
+    """Run ``steps`` loop iterations (callbacks scheduled now run)."""
+    for _ in range(steps):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
