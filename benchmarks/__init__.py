@@ -1,0 +1,1 @@
+"""evpy benchmark suite: ``python -m benchmarks`` (see README.md)."""

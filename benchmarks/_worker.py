@@ -1,0 +1,116 @@
+"""Run one benchmark case on one event loop and print one JSON result line.
+
+    python -m benchmarks._worker --case call_soon_chain --loop uvloop --n 1000
+    python -m benchmarks._worker --probe evpy
+
+The runner starts a fresh process of this module for every measurement.
+The result is the last stdout line starting with ``RESULT_MARKER``; anything
+else the case prints is ignored.  Exit status 0 means success; on failure the
+JSON line still says why (``"ok": false``) unless the process crashed.
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+RESULT_MARKER = "@@benchmark-result@@ "
+
+
+def emit(obj):
+    sys.stdout.write(RESULT_MARKER + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def probe(loop_name):
+    from benchmarks import loops
+    try:
+        info = loops.describe(loop_name)
+    except loops.LoopUnavailable as exc:
+        emit({"ok": False, "loop": loop_name, "error": str(exc)})
+        return 2
+    except Exception as exc:
+        emit({"ok": False, "loop": loop_name,
+              "error": "%s: %s" % (type(exc).__name__, exc),
+              "traceback": traceback.format_exc()})
+        return 1
+    info["ok"] = True
+    emit(info)
+    return 0
+
+
+def run_case(case_name, loop_name, n, warmup_n):
+    from benchmarks import loops, registry
+    out = {"ok": False, "case": case_name, "loop": loop_name, "n": n,
+           "pid": os.getpid()}
+    try:
+        spec = registry.get(case_name)
+    except KeyError:
+        out["error"] = "unknown case %r" % case_name
+        emit(out)
+        return 2
+    try:
+        loop = loops.new_loop(loop_name)
+    except loops.LoopUnavailable as exc:
+        out["error"] = str(exc)
+        emit(out)
+        return 2
+    out["loop_class"] = "%s.%s" % (type(loop).__module__,
+                                   type(loop).__qualname__)
+    asyncio.set_event_loop(loop)
+    t_start = time.perf_counter()
+    try:
+        if spec.warmup and warmup_n > 0:
+            spec.fn(loop, warmup_n)
+        gc.collect()
+        metrics = spec.fn(loop, n)
+        missing = [m.name for m in spec.metrics if m.name not in metrics]
+        if missing:
+            raise RuntimeError("case returned no value for %s" % missing)
+        out["metrics"] = {k: float(v) for k, v in metrics.items()}
+        out["ok"] = True
+    except BaseException as exc:
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+        out["traceback"] = traceback.format_exc()
+    finally:
+        try:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+        except Exception as exc:
+            out.setdefault("shutdown_error",
+                           "%s: %s" % (type(exc).__name__, exc))
+        try:
+            loop.close()
+        except Exception as exc:
+            out.setdefault("close_error", "%s: %s" % (type(exc).__name__, exc))
+        asyncio.set_event_loop(None)
+    out["wall_s"] = time.perf_counter() - t_start
+    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    emit(out)
+    return 0 if out["ok"] else 1
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks._worker")
+    ap.add_argument("--probe", metavar="LOOP",
+                    help="only report whether LOOP is importable")
+    ap.add_argument("--case")
+    ap.add_argument("--loop")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--warmup-n", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.probe:
+        return probe(args.probe)
+    if not (args.case and args.loop and args.n):
+        ap.error("--case, --loop and --n are required (or --probe)")
+    return run_case(args.case, args.loop, args.n, args.warmup_n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
