@@ -47,6 +47,12 @@ def new_loop(name):
     """Create a fresh event loop of implementation ``name``."""
     if name == "evpy":
         evpy = _import("evpy")
+        if not hasattr(evpy, "new_event_loop"):
+            raise LoopUnavailable(
+                "evpy (%s) has no new_event_loop(); is it built? "
+                "(python setup.py build_ext --inplace)"
+                % (getattr(evpy, "__file__", None)
+                   or sorted(set(getattr(evpy, "__path__", [])))))
         loop = evpy.new_event_loop()
         _check_module(loop, "evpy")
         return loop

@@ -93,7 +93,7 @@ class Case:
     # Returns None when the case can run here, else a reason to skip it
     # (e.g. a missing external load generator).  Called in the runner.
     available: Optional[Callable[[], Optional[str]]] = None
-    timeout: float = 120.0    # seconds for one worker process
+    timeout: float = 60.0    # seconds for one worker process
 
     def size(self, quick):
         return self.quick_n if quick else self.n
@@ -103,7 +103,7 @@ _CASES = {}
 
 
 def case(name, *, n, quick_n=None, metrics=(OPS,), targets=(),
-         warmup=True, available=None, timeout=120.0):
+         warmup=True, available=None, timeout=60.0):
     """Decorator registering a module-level function as a case."""
 
     def register(fn):

@@ -34,7 +34,7 @@ from benchmarks.loops import LOOP_NAMES                          # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
-DEFAULT_ROUNDS = 5
+DEFAULT_ROUNDS = 7
 QUICK_ROUNDS = 3
 SUBJECT = "evpy"                        # the loop the speed-ups are about
 
@@ -62,6 +62,7 @@ def run_worker(python, args, timeout):
                               timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         return {"ok": False, "error": "timed out after %gs" % timeout,
+                "timed_out": True,
                 "stderr": _tail(exc.stderr), "returncode": None,
                 "process_s": time.perf_counter() - t0}
     result = None
@@ -110,9 +111,10 @@ def _cmd_output(cmd, cwd=REPO):
 
 def git_info():
     commit = _cmd_output(["git", "rev-parse", "HEAD"])
-    status = _cmd_output(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {"commit": commit,
-            "branch": _cmd_output(["git", "rev-parse", "--abbrev-ref", "HEAD"]),
+    status = _cmd_output(["git", "status", "--porcelain",
+                          "--untracked-files=no"])
+    branch = _cmd_output(["git", "rev-parse", "--abbrev-ref", "HEAD"])
+    return {"commit": commit, "branch": branch,
             "dirty": bool(status) if status is not None else None}
 
 
@@ -271,7 +273,7 @@ def build_table(results, loops, probes):
             for o in others:
                 row.append(fmt_ratio(summ["speedup"].get(o)))
             spreads = [v["spread"] for v in summ["loops"].values()
-                       if v.get("spread") is not None]
+                       if v.get("spread") is not None and v["count"] > 1]
             row.append("%.0f%%" % (100 * max(spreads)) if spreads else "")
             row.append(_target_cell(summ["targets"]))
             rows.append(row)
@@ -295,7 +297,8 @@ def render(header, rows):
         out = []
         for i, c in enumerate(cells):
             c = str(c)
-            out.append(c.rjust(widths[i]) if i in right else c.ljust(widths[i]))
+            out.append(c.rjust(widths[i]) if i in right
+                       else c.ljust(widths[i]))
         return "  ".join(out).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
@@ -332,6 +335,10 @@ def parse_args(argv):
                     help="don't write benchmarks/results/<timestamp>.json")
     ap.add_argument("--python", default=sys.executable,
                     help="interpreter for the workers (default: this one)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds allowed per worker process (default: "
+                    "per case, usually 60); a loop that times out is not "
+                    "retried for that case")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every case size by this factor")
     ap.add_argument("--list", action="store_true",
@@ -380,7 +387,8 @@ def main(argv=None):
             active.append(lp)
             log("  %-8s %s %s" % (lp, p.get("class"), p.get("version", "")))
         else:
-            log("  %-8s NOT AVAILABLE - shown as n/a: %s" % (lp, p.get("error")))
+            log("  %-8s NOT AVAILABLE - shown as n/a: %s"
+                % (lp, p.get("error")))
     if not active:
         log("no loop available; nothing to do")
         return 2
@@ -441,17 +449,25 @@ def run_case(case, ci, ncases, active, loops, args):
             return res
     log("[%d/%d] %s (n=%d, %d rounds)"
         % (ci, ncases, case.name, n, args.rounds))
+    timeout = args.timeout or case.timeout
+    hung = set()
     for rnd in range(args.rounds):
         k = rnd % len(active)
         order = active[k:] + active[:k]
         for pos, lp in enumerate(order):
+            if lp in hung:
+                continue
             r = run_worker(args.python,
                            ["--case", case.name, "--loop", lp, "--n", str(n),
                             "--warmup-n", str(warmup_n)],
-                           timeout=case.timeout)
+                           timeout=timeout)
             r.update(round=rnd, order=pos, loop=lp)
             res["samples"].append(r)
-            if not r.get("ok"):
+            if r.get("timed_out"):
+                hung.add(lp)
+                log("    round %d %s: TIMED OUT after %gs; not retrying %s "
+                    "for this case" % (rnd + 1, lp, timeout, lp))
+            elif not r.get("ok"):
                 log("    round %d %s: FAILED: %s" % (rnd + 1, lp,
                                                      r.get("error")))
                 if args.verbose and r.get("traceback"):
@@ -493,10 +509,10 @@ def footer(doc, loops, probes, args):
                     args.rounds, ", quick sizes" if args.quick else "",
                     doc["duration_s"]))
     lines.append("Values are medians over rounds, each from a fresh process. "
-                 "'%s vs X' is evpy's speed-up over X" % SUBJECT)
-    lines.append("(higher is better: X/evpy for time metrics). 'noise' = "
-                 "largest (max-min)/median over the loops. * = some rounds "
-                 "failed.")
+                 "'noise' = largest (max-min)/median over the loops.")
+    if SUBJECT in loops and len(loops) > 1:
+        lines.append("'%s vs X' = %s's speed-up over X (higher is better; "
+                     "X/%s for time metrics)." % (SUBJECT, SUBJECT, SUBJECT))
     for lp in loops:
         if not probes[lp].get("ok"):
             lines.append("NOTE: %s is not available (%s); its columns show "
@@ -507,6 +523,8 @@ def footer(doc, loops, probes, args):
             if not s.get("ok"):
                 failed.setdefault((case["name"], s["loop"]),
                                   s.get("error"))
+    if failed:
+        lines.append("* = some rounds failed; ERR = all rounds failed:")
     for (name, lp), err in sorted(failed.items()):
         lines.append("FAILED: %s on %s: %s" % (name, lp, err))
     for case in doc["cases"]:
