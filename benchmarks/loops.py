@@ -39,7 +39,7 @@ def _check_module(loop, prefix):
     if not (mod == prefix or mod.startswith(prefix + ".")):
         loop.close()
         raise LoopUnavailable(
-            "%s.new_event_loop() returned %s.%s, not a %s loop"
+            "%s.new_event_loop() returned %s.%s, not a loop from %s"
             % (prefix, mod, type(loop).__qualname__, prefix))
 
 
