@@ -20,7 +20,6 @@ if os.environ.get("EVPY_DEBUG") == "1" or os.environ.get("EVPY_SANITIZE") == "1"
     cflags += ["-O0", "-g3", "-UNDEBUG"]
 else:
     cflags += ["-O2"]
-    macros.append(("NDEBUG", "1"))
 if os.environ.get("EVPY_SANITIZE") == "1":
     san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
            "-fno-omit-frame-pointer"]

@@ -1,0 +1,157 @@
+/* Shared declarations of the evpy._core extension: module state and the
+ * object layouts that more than one file touches (Loop, Handle).
+ *
+ * Ownership: every PyObject * field is owned unless marked borrowed.
+ */
+#ifndef EVPY_H
+#define EVPY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#if PY_VERSION_HEX < 0x030C0000
+#  include <structmember.h>
+#  define Py_T_PYSSIZET T_PYSSIZET
+#  define Py_T_DOUBLE T_DOUBLE
+#  define Py_T_BOOL T_BOOL
+#  define Py_READONLY READONLY
+#endif
+
+#include "clock.h"
+#include "fdtable.h"
+#include "poller.h"
+#include "ring.h"
+#include "timerheap.h"
+#include "waker.h"
+
+/* -- module state --------------------------------------------------------- */
+
+typedef struct {
+    PyTypeObject *LoopType;
+    PyTypeObject *HandleType;
+    PyTypeObject *TimerHandleType;
+    PyObject *Future;          /* asyncio.Future */
+    PyObject *partial_type;    /* functools.partial */
+    PyObject *iscoroutine;     /* asyncio.iscoroutine */
+    PyObject *format_module;   /* evpy._format, imported lazily */
+    /* interned method names */
+    PyObject *str_loop;
+    PyObject *str_func;
+    PyObject *str_on_callback_error;
+    PyObject *str_on_slow_callback;
+    PyObject *str_extract_stack;
+    PyObject *str_handle_repr;
+    PyObject *kwnames_loop;    /* ("loop",) */
+} evpy_state;
+
+extern PyModuleDef evpy_module_def;
+
+evpy_state *evpy_get_state(PyObject *module);
+/* evpy._format.<name>, the Python side of the cold paths (repr, logging). */
+PyObject *evpy_format_func(evpy_state *st, PyObject *name);
+
+/* Sets OSError from a negative errno, as CPython would for that errno. */
+void *evpy_set_errno(int neg_errno);
+
+/* -- exceptions across Python versions ------------------------------------ */
+
+static inline PyObject *
+evpy_fetch_exc(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(v, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(t);
+    return v;
+#endif
+}
+
+static inline void
+evpy_restore_exc(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL) {
+        return;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);
+#endif
+}
+
+/* -- Loop ----------------------------------------------------------------- */
+
+typedef struct LoopObject {
+    PyObject_HEAD
+    evpy_state *st;              /* borrowed: the type keeps the module */
+    evpy_poller_t *poller;       /* NULL once closed */
+    evpy_fdtable_t fds;          /* reader/writer: owned Handle refs */
+    evpy_timerheap_t timers;     /* each entry owns a ref to its handle */
+    evpy_ring_t ready;           /* owned Handle refs */
+    evpy_waker_t waker;
+    evpy_event_t *events;
+    int events_cap;
+    unsigned long thread_id;     /* 0 unless running */
+    char closed;
+    char running;
+    char stopping;
+    char debug;
+    char sleeping;               /* blocked in the poller, GIL released */
+    char wake_pending;           /* waker written, not yet drained */
+    double slow_callback_duration;
+    PyObject *current_handle;    /* debug mode only */
+    PyObject *weakreflist;
+} LoopObject;
+
+extern PyType_Spec evpy_loop_spec;
+
+/* -- Handle / TimerHandle ------------------------------------------------- */
+
+typedef struct HandleObject {
+    PyObject_VAR_HEAD            /* ob_size: number of args */
+    PyObject *callback;          /* NULL once cancelled */
+    PyObject *context;
+    LoopObject *loop;
+    PyObject *source_traceback;  /* debug mode only */
+    PyObject *repr;              /* debug: repr saved at cancel */
+    PyObject *weakreflist;
+    char cancelled;
+    char running;
+    char is_timer;
+    evpy_timer_t timer;          /* TimerHandle: heap entry */
+    double when;                 /* TimerHandle: float time as given */
+    PyObject *args[1];           /* ob_size items, owned */
+} HandleObject;
+
+extern PyType_Spec evpy_handle_spec;
+extern PyType_Spec evpy_timerhandle_spec;
+
+#define EVPY_HANDLE_FROM_TIMER(t) \
+    ((HandleObject *)((char *)(t) - offsetof(HandleObject, timer)))
+
+/* New handle; args are borrowed and increfed. context NULL copies the
+ * current one. Returns a new reference or NULL. */
+HandleObject *evpy_handle_new(LoopObject *loop, PyTypeObject *type,
+                              PyObject *callback, PyObject *const *args,
+                              Py_ssize_t nargs, PyObject *context);
+
+/* Runs the callback in its context; exceptions other than SystemExit and
+ * KeyboardInterrupt go to the loop's exception handler. Returns -1 only
+ * with SystemExit/KeyboardInterrupt (or a failing handler) set. */
+int evpy_handle_run(HandleObject *h);
+
+/* Drops callback and args (after cancel, once not running). */
+void evpy_handle_clear_callback(HandleObject *h);
+
+#endif /* EVPY_H */

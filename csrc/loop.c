@@ -1,0 +1,975 @@
+/* Loop: the C base of evpy.Loop. It owns the reactor (poller, fd table,
+ * timer heap, ready queue, waker) and implements the hot half of asyncio's
+ * AbstractEventLoop: call_soon[_threadsafe], call_later, call_at, time,
+ * create_future, add/remove_reader/writer, and the run loop itself (the
+ * equivalent of BaseEventLoop._run_once). Everything cold lives in
+ * evpy/loop.py on top of it.
+ */
+#include "evpy.h"
+
+#include <errno.h>
+#include <pythread.h>
+
+#define EVENTS_INITIAL 64
+#define EVENTS_MAX 4096
+
+/* -- checks shared by the scheduling methods ------------------------------ */
+
+static int
+loop_check_closed(LoopObject *self)
+{
+    if (self->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+loop_check_thread(LoopObject *self)
+{
+    if (self->thread_id != 0
+        && self->thread_id != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Non-thread-safe operation invoked on an event loop "
+                        "other than the current one");
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 if `func` is a coroutine function (as inspect.iscoroutinefunction sees
+ * plain functions, bound methods and functools.partial), else 0. */
+static int
+is_coroutine_function(evpy_state *st, PyObject *func)
+{
+    for (int depth = 0; depth < 16; depth++) {
+        if (PyMethod_Check(func)) {
+            func = PyMethod_GET_FUNCTION(func);
+            continue;
+        }
+        if (PyFunction_Check(func)) {
+            PyCodeObject *code =
+                (PyCodeObject *)PyFunction_GET_CODE(func);
+            return (code->co_flags & CO_COROUTINE) != 0;
+        }
+        if ((PyObject *)Py_TYPE(func) == st->partial_type) {
+            PyObject *inner = PyObject_GetAttr(func, st->str_func);
+            if (inner == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+            /* Borrowed from here on: the partial keeps it alive. */
+            Py_DECREF(inner);
+            func = inner;
+            continue;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+static int
+loop_check_callback(LoopObject *self, PyObject *callback, const char *method)
+{
+    if (PyCallable_Check(callback)) {
+        if (is_coroutine_function(self->st, callback)) {
+            PyErr_Format(PyExc_TypeError,
+                         "coroutines cannot be used with %s()", method);
+            return -1;
+        }
+        return 0;
+    }
+    PyObject *r = PyObject_CallOneArg(self->st->iscoroutine, callback);
+    if (r == NULL) {
+        return -1;
+    }
+    int is_coro = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (is_coro < 0) {
+        return -1;
+    }
+    if (is_coro) {
+        PyErr_Format(PyExc_TypeError,
+                     "coroutines cannot be used with %s()", method);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "a callable object was expected by %s(), got %R",
+                     method, callback);
+    }
+    return -1;
+}
+
+/* Splits an optional context= keyword off a vectorcall. */
+static int
+parse_context(PyObject *kwnames, PyObject *const *kwvalues,
+              const char *method, PyObject **context)
+{
+    *context = NULL;
+    if (kwnames == NULL) {
+        return 0;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(name, "context") != 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%U'",
+                         method, name);
+            return -1;
+        }
+        *context = kwvalues[i];
+    }
+    return 0;
+}
+
+static int
+loop_push_ready(LoopObject *self, HandleObject *h)
+{
+    /* Steals the caller's reference to h, also on failure. */
+    if (evpy_ring_push(&self->ready, h) < 0) {
+        Py_DECREF(h);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+loop_wakeup(LoopObject *self)
+{
+    if (self->sleeping && !self->wake_pending && self->poller != NULL) {
+        self->wake_pending = 1;
+        evpy_waker_wake(&self->waker);
+    }
+}
+
+/* -- call_soon / call_soon_threadsafe / call_later / call_at -------------- */
+
+static PyObject *
+loop_schedule_soon(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames, const char *method, int threadsafe)
+{
+    PyObject *context;
+    if (parse_context(kwnames, args + nargs, method, &context) < 0) {
+        return NULL;
+    }
+    if (nargs < 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing 1 required positional argument: "
+                     "'callback'", method);
+        return NULL;
+    }
+    if (loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (!threadsafe) {
+        if (self->debug && loop_check_thread(self) < 0) {
+            return NULL;
+        }
+        if (loop_check_callback(self, args[0], method) < 0) {
+            return NULL;
+        }
+    }
+    else if (self->debug && loop_check_callback(self, args[0], method) < 0) {
+        return NULL;
+    }
+    HandleObject *h = evpy_handle_new(self, self->st->HandleType, args[0],
+                                      args + 1, nargs - 1, context);
+    if (h == NULL) {
+        return NULL;
+    }
+    if (loop_push_ready(self, (HandleObject *)Py_NewRef(h)) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (threadsafe) {
+        loop_wakeup(self);
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_call_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    return loop_schedule_soon(self, args, PyVectorcall_NARGS(nargsf),
+                              kwnames, "call_soon", 0);
+}
+
+static PyObject *
+loop_call_soon_threadsafe(LoopObject *self, PyObject *const *args,
+                          size_t nargsf, PyObject *kwnames)
+{
+    return loop_schedule_soon(self, args, PyVectorcall_NARGS(nargsf),
+                              kwnames, "call_soon_threadsafe", 1);
+}
+
+static PyObject *
+loop_schedule_at(LoopObject *self, double when, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *context)
+{
+    /* args[0] is the callback, the rest its arguments. */
+    if (loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->debug && loop_check_thread(self) < 0) {
+        return NULL;
+    }
+    if (loop_check_callback(self, args[0], "call_at") < 0) {
+        return NULL;
+    }
+    HandleObject *h = evpy_handle_new(self, self->st->TimerHandleType,
+                                      args[0], args + 1, nargs - 1, context);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->is_timer = 1;
+    h->when = when;
+    h->timer.deadline_ns = evpy_clock_sec_to_ns_ceil(when);
+    if (evpy_timerheap_push(&self->timers, &h->timer) < 0) {
+        Py_DECREF(h);
+        return PyErr_NoMemory();
+    }
+    Py_INCREF(h); /* the heap's reference */
+    return (PyObject *)h;
+}
+
+static int
+parse_time_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                const char *method, const char *what, double *value,
+                PyObject **context)
+{
+    if (parse_context(kwnames, args + nargs, method, context) < 0) {
+        return -1;
+    }
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing required positional arguments", method);
+        return -1;
+    }
+    if (args[0] == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s", what);
+        return -1;
+    }
+    *value = PyFloat_AsDouble(args[0]);
+    if (*value == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+loop_call_later(LoopObject *self, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    double delay;
+    PyObject *context;
+    if (parse_time_args(args, nargs, kwnames, "call_later",
+                        "delay must not be None", &delay, &context) < 0) {
+        return NULL;
+    }
+    double now = (double)evpy_clock_now_ns() / 1e9;
+    return loop_schedule_at(self, now + delay, args + 1, nargs - 1, context);
+}
+
+static PyObject *
+loop_call_at(LoopObject *self, PyObject *const *args, size_t nargsf,
+             PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    double when;
+    PyObject *context;
+    if (parse_time_args(args, nargs, kwnames, "call_at",
+                        "when cannot be None", &when, &context) < 0) {
+        return NULL;
+    }
+    return loop_schedule_at(self, when, args + 1, nargs - 1, context);
+}
+
+/* -- small accessors ------------------------------------------------------ */
+
+static PyObject *
+loop_time(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble((double)evpy_clock_now_ns() / 1e9);
+}
+
+static PyObject *
+loop_get_debug(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *
+loop_set_debug(LoopObject *self, PyObject *enabled)
+{
+    int v = PyObject_IsTrue(enabled);
+    if (v < 0) {
+        return NULL;
+    }
+    self->debug = (char)v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_is_running(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->running);
+}
+
+static PyObject *
+loop_is_closed(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_stop(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_create_future(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args[1] = {(PyObject *)self};
+    return PyObject_Vectorcall(self->st->Future, args, 0,
+                               self->st->kwnames_loop);
+}
+
+/* -- add/remove reader/writer --------------------------------------------- */
+
+/* selectors' rules for turning a file object into an fd. */
+static int
+fileobj_to_fd(PyObject *fileobj)
+{
+    long fd;
+    if (PyLong_Check(fileobj)) {
+        fd = PyLong_AsLong(fileobj);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
+        if (r == NULL || !PyLong_Check(r)) {
+            Py_XDECREF(r);
+            if (r == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)
+                && !PyErr_ExceptionMatches(PyExc_TypeError)
+                && !PyErr_ExceptionMatches(PyExc_ValueError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
+                         fileobj);
+            return -1;
+        }
+        fd = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+static PyObject *
+loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
+            unsigned which, const char *method)
+{
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing required positional arguments", method);
+        return NULL;
+    }
+    int fd = fileobj_to_fd(args[0]);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    HandleObject *h = evpy_handle_new(self, self->st->HandleType, args[1],
+                                      args + 2, nargs - 2, NULL);
+    if (h == NULL) {
+        return NULL;
+    }
+    evpy_fdslot_t *slot = evpy_fdtable_slot(&self->fds, fd);
+    if (slot == NULL) {
+        Py_DECREF(h);
+        return PyErr_NoMemory();
+    }
+    int rc = evpy_fdtable_want(&self->fds, fd, slot->want | which);
+    if (rc == 0) {
+        rc = evpy_fdtable_apply(&self->fds, self->poller, fd);
+    }
+    if (rc < 0) {
+        Py_DECREF(h);
+        return evpy_set_errno(rc);
+    }
+    /* Re-fetch: nothing above can grow the table, but stay obviously safe. */
+    slot = evpy_fdtable_get(&self->fds, fd);
+    void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
+    HandleObject *old = (HandleObject *)*place;
+    *place = h; /* the table owns the new reference */
+    if (old != NULL) {
+        PyObject *r = PyObject_CallMethod((PyObject *)old, "cancel", NULL);
+        Py_DECREF(old);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Drops fd's reader or writer; 1 if there was one. */
+static int
+loop_drop_io(LoopObject *self, int fd, unsigned which)
+{
+    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
+    if (slot == NULL) {
+        return 0;
+    }
+    void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
+    HandleObject *old = (HandleObject *)*place;
+    if (old == NULL) {
+        return 0;
+    }
+    *place = NULL;
+    (void)evpy_fdtable_want(&self->fds, fd, slot->want & ~which);
+    /* Applied now, as the selector does: the caller may close fd next. */
+    (void)evpy_fdtable_apply(&self->fds, self->poller, fd);
+    /* Beware: cancel() and the decref may run arbitrary code; the table
+     * no longer refers to `old`. */
+    old->cancelled = 1;
+    if (!old->running) {
+        evpy_handle_clear_callback(old);
+    }
+    Py_DECREF(old);
+    return 1;
+}
+
+static PyObject *
+loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
+{
+    int fd = fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (self->closed) {
+        Py_RETURN_FALSE;
+    }
+    return PyBool_FromLong(loop_drop_io(self, fd, which));
+}
+
+static PyObject *
+loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return loop_add_io(self, args, nargs, EVPY_READ, "add_reader");
+}
+
+static PyObject *
+loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return loop_add_io(self, args, nargs, EVPY_WRITE, "add_writer");
+}
+
+static PyObject *
+loop_remove_reader(LoopObject *self, PyObject *fileobj)
+{
+    return loop_remove_io(self, fileobj, EVPY_READ);
+}
+
+static PyObject *
+loop_remove_writer(LoopObject *self, PyObject *fileobj)
+{
+    return loop_remove_io(self, fileobj, EVPY_WRITE);
+}
+
+/* -- handles made and queued by the Python layer (signals) --------------- */
+
+static PyObject *
+loop_make_handle(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_make_handle() needs a callback");
+        return NULL;
+    }
+    return (PyObject *)evpy_handle_new(self, self->st->HandleType, args[0],
+                                       args + 1, nargs - 1, NULL);
+}
+
+static PyObject *
+loop_call_handle(LoopObject *self, PyObject *handle)
+{
+    if (!PyObject_TypeCheck(handle, self->st->HandleType)) {
+        PyErr_SetString(PyExc_TypeError, "_call_handle() needs a Handle");
+        return NULL;
+    }
+    if (loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (loop_push_ready(self, (HandleObject *)Py_NewRef(handle)) < 0) {
+        return NULL;
+    }
+    loop_wakeup(self);
+    Py_RETURN_NONE;
+}
+
+/* -- the run loop --------------------------------------------------------- */
+
+static int
+loop_queue_io(LoopObject *self, int fd, evpy_fdslot_t *slot, unsigned which)
+{
+    HandleObject *h = (HandleObject *)((which == EVPY_READ) ? slot->reader
+                                                            : slot->writer);
+    if (h == NULL || !(slot->want & which)) {
+        return 0;
+    }
+    if (h->cancelled) {
+        loop_drop_io(self, fd, which);
+        return 0;
+    }
+    return loop_push_ready(self, (HandleObject *)Py_NewRef(h));
+}
+
+static int
+loop_poll(LoopObject *self, int64_t timeout_ns)
+{
+    int n;
+    evpy_fdtable_flush(&self->fds, self->poller);
+    if (timeout_ns == 0) {
+        if (self->fds.nactive == 0) {
+            return 0; /* nothing to poll: skip the syscall */
+        }
+        n = evpy_poller_wait(self->poller, self->events, self->events_cap, 0);
+    }
+    else {
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        self->sleeping = 1;
+        Py_BEGIN_ALLOW_THREADS
+        n = evpy_poller_wait(self->poller, self->events, self->events_cap,
+                             timeout_ns);
+        Py_END_ALLOW_THREADS
+        self->sleeping = 0;
+    }
+    if (n < 0) {
+        if (n == -EINTR) {
+            return PyErr_CheckSignals() < 0 ? -1 : 0;
+        }
+        evpy_set_errno(n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = self->events[i].fd;
+        unsigned ev = self->events[i].events;
+        if (fd == self->waker.rfd) {
+            evpy_waker_drain(&self->waker);
+            self->wake_pending = 0;
+            continue;
+        }
+        evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
+        if (slot == NULL || slot->have == 0) {
+            /* A registration we no longer own (epoll keeps a dup'ed,
+             * closed fd's interest): drop it. */
+            (void)evpy_poller_ctl(self->poller, fd, EVPY_READ | EVPY_WRITE,
+                                  0);
+            continue;
+        }
+        if ((ev & EVPY_READ) && loop_queue_io(self, fd, slot, EVPY_READ) < 0) {
+            return -1;
+        }
+        slot = evpy_fdtable_get(&self->fds, fd);
+        if ((ev & EVPY_WRITE)
+            && loop_queue_io(self, fd, slot, EVPY_WRITE) < 0) {
+            return -1;
+        }
+    }
+    if (n == self->events_cap && self->events_cap < EVENTS_MAX) {
+        int ncap = self->events_cap * 2;
+        evpy_event_t *ne = PyMem_Realloc(self->events,
+                                         sizeof(*ne) * (size_t)ncap);
+        if (ne != NULL) {
+            self->events = ne;
+            self->events_cap = ncap;
+        }
+    }
+    return 0;
+}
+
+static int
+loop_run_debug(LoopObject *self, HandleObject *h)
+{
+    Py_XSETREF(self->current_handle, Py_NewRef((PyObject *)h));
+    int64_t t0 = evpy_clock_now_ns();
+    int rc = evpy_handle_run(h);
+    double dt = (double)(evpy_clock_now_ns() - t0) / 1e9;
+    Py_CLEAR(self->current_handle);
+    if (rc == 0 && dt >= self->slow_callback_duration) {
+        PyObject *pdt = PyFloat_FromDouble(dt);
+        if (pdt == NULL) {
+            return -1;
+        }
+        PyObject *r = PyObject_CallMethodObjArgs(
+            (PyObject *)self, self->st->str_on_slow_callback,
+            (PyObject *)h, pdt, NULL);
+        Py_DECREF(pdt);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return rc;
+}
+
+static int
+loop_run_once(LoopObject *self)
+{
+    int64_t timeout = -1;
+    if (self->ready.len || self->stopping) {
+        timeout = 0;
+    }
+    else {
+        evpy_timer_t *t = evpy_timerheap_peek(&self->timers);
+        if (t != NULL) {
+            int64_t now = evpy_clock_now_ns();
+            timeout = t->deadline_ns > now ? t->deadline_ns - now : 0;
+        }
+    }
+    if (loop_poll(self, timeout) < 0) {
+        return -1;
+    }
+
+    int64_t now = evpy_clock_now_ns();
+    evpy_timer_t *t;
+    while ((t = evpy_timerheap_peek(&self->timers)) != NULL
+           && t->deadline_ns <= now) {
+        evpy_timerheap_pop(&self->timers);
+        /* The heap's reference moves to the ready queue. */
+        if (loop_push_ready(self, EVPY_HANDLE_FROM_TIMER(t)) < 0) {
+            return -1;
+        }
+    }
+
+    /* Run only what is ready now: callbacks scheduled by these run in the
+     * next iteration. */
+    size_t ntodo = self->ready.len;
+    for (size_t i = 0; i < ntodo && self->ready.len; i++) {
+        HandleObject *h = evpy_ring_pop(&self->ready);
+        int rc = 0;
+        if (!h->cancelled) {
+            rc = self->debug ? loop_run_debug(self, h) : evpy_handle_run(h);
+        }
+        Py_DECREF(h);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+loop_run(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "This event loop is already running");
+        return NULL;
+    }
+    self->running = 1;
+    self->thread_id = PyThread_get_thread_ident();
+    int rc;
+    for (;;) {
+        rc = loop_run_once(self);
+        if (rc < 0 || self->stopping) {
+            break;
+        }
+    }
+    self->stopping = 0;
+    self->running = 0;
+    self->thread_id = 0;
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* -- lifetime ------------------------------------------------------------- */
+
+static void
+loop_drop_queues(LoopObject *self)
+{
+    evpy_timer_t *t;
+    while ((t = evpy_timerheap_pop(&self->timers)) != NULL) {
+        Py_DECREF(EVPY_HANDLE_FROM_TIMER(t));
+    }
+    while (self->ready.len) {
+        Py_DECREF((PyObject *)evpy_ring_pop(&self->ready));
+    }
+    for (int fd = 0; fd < self->fds.cap; fd++) {
+        evpy_fdslot_t *s = &self->fds.slots[fd];
+        Py_CLEAR(*(PyObject **)&s->reader);
+        Py_CLEAR(*(PyObject **)&s->writer);
+    }
+}
+
+static void
+loop_release(LoopObject *self)
+{
+    /* Frees the reactor; the queues must already be empty. */
+    if (self->poller != NULL) {
+        evpy_poller_close(self->poller);
+        self->poller = NULL;
+    }
+    evpy_waker_close(&self->waker);
+    evpy_fdtable_free(&self->fds);
+    evpy_timerheap_free(&self->timers);
+    evpy_ring_free(&self->ready);
+    PyMem_Free(self->events);
+    self->events = NULL;
+    self->events_cap = 0;
+}
+
+static PyObject *
+loop_close_core(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Cannot close a running event loop");
+        return NULL;
+    }
+    if (self->closed) {
+        Py_RETURN_NONE;
+    }
+    self->closed = 1;
+    /* Beware: dropping handles may run finalizers that call back into the
+     * loop; they find it closed and the queues in a consistent state. */
+    loop_drop_queues(self);
+    loop_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    LoopObject *self = (LoopObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* Borrowed: the type (and so every instance) keeps the module. */
+    PyObject *mod = PyType_GetModuleByDef(type, &evpy_module_def);
+    if (mod == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->st = evpy_get_state(mod);
+    self->waker.rfd = self->waker.wfd = -1;
+    self->slow_callback_duration = 0.1;
+    evpy_fdtable_init(&self->fds);
+    evpy_timerheap_init(&self->timers);
+    evpy_ring_init(&self->ready);
+    int rc = evpy_poller_open(&self->poller, NULL);
+    if (rc == -EINVAL) {
+        PyErr_Format(PyExc_ValueError,
+                     "unknown or unavailable poller backend in EVPY_POLLER");
+        goto error;
+    }
+    if (rc < 0) {
+        evpy_set_errno(rc);
+        goto error;
+    }
+    rc = evpy_waker_open(&self->waker);
+    if (rc == 0) {
+        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ);
+    }
+    if (rc < 0) {
+        evpy_set_errno(rc);
+        goto error;
+    }
+    self->events = PyMem_Malloc(sizeof(evpy_event_t) * EVENTS_INITIAL);
+    if (self->events == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    self->events_cap = EVENTS_INITIAL;
+    return (PyObject *)self;
+
+error:
+    self->closed = 1;
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int
+loop_traverse(LoopObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->current_handle);
+    for (size_t i = 0; i < self->ready.len; i++) {
+        Py_VISIT((PyObject *)evpy_ring_at(&self->ready, i));
+    }
+    for (size_t i = 0; i < self->timers.len; i++) {
+        Py_VISIT(EVPY_HANDLE_FROM_TIMER(self->timers.items[i]));
+    }
+    for (int fd = 0; fd < self->fds.cap; fd++) {
+        Py_VISIT((PyObject *)self->fds.slots[fd].reader);
+        Py_VISIT((PyObject *)self->fds.slots[fd].writer);
+    }
+    return 0;
+}
+
+static int
+loop_tp_clear(LoopObject *self)
+{
+    Py_CLEAR(self->current_handle);
+    loop_drop_queues(self);
+    return 0;
+}
+
+static void
+loop_dealloc(LoopObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    (void)loop_tp_clear(self);
+    loop_release(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* -- attributes ----------------------------------------------------------- */
+
+static PyObject *
+loop_get_thread_id(LoopObject *self, void *Py_UNUSED(closure))
+{
+    if (self->thread_id == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(self->thread_id);
+}
+
+static PyObject *
+loop_get_stopping(LoopObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->stopping);
+}
+
+static PyObject *
+loop_get_current_handle(LoopObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->current_handle ? self->current_handle : Py_None);
+}
+
+static PyObject *
+loop_get_backend(LoopObject *self, void *Py_UNUSED(closure))
+{
+    if (self->poller == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_FromString(evpy_poller_name(self->poller));
+}
+
+static PyObject *
+loop_get_debug_attr(LoopObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyMethodDef loop_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None) -> Handle"},
+    {"call_soon_threadsafe",
+     (PyCFunction)(void (*)(void))loop_call_soon_threadsafe,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon_threadsafe(callback, *args, context=None) -> Handle"},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_later(delay, callback, *args, context=None) -> TimerHandle"},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_at(when, callback, *args, context=None) -> TimerHandle"},
+    {"time", (PyCFunction)loop_time, METH_NOARGS,
+     "Return the loop's time: the clock time.monotonic() reads."},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, NULL},
+    {"set_debug", (PyCFunction)loop_set_debug, METH_O, NULL},
+    {"is_running", (PyCFunction)loop_is_running, METH_NOARGS, NULL},
+    {"is_closed", (PyCFunction)loop_is_closed, METH_NOARGS, NULL},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS,
+     "Stop after the callbacks already ready have run."},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     "Return a new asyncio.Future attached to this loop."},
+    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader,
+     METH_FASTCALL, "add_reader(fd, callback, *args)"},
+    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer,
+     METH_FASTCALL, "add_writer(fd, callback, *args)"},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+     "remove_reader(fd) -> bool"},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+     "remove_writer(fd) -> bool"},
+    {"_make_handle", (PyCFunction)(void (*)(void))loop_make_handle,
+     METH_FASTCALL, "An unscheduled Handle for callback(*args)."},
+    {"_call_handle", (PyCFunction)loop_call_handle, METH_O,
+     "Queue an existing Handle to run soon (thread-safe wake-up)."},
+    {"_run", (PyCFunction)loop_run, METH_NOARGS,
+     "Run iterations until stop(); run_forever's core."},
+    {"_close", (PyCFunction)loop_close_core, METH_NOARGS,
+     "Drop pending callbacks and free the reactor."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef loop_getset[] = {
+    {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
+    {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
+    {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
+    {"_debug", (getter)loop_get_debug_attr, NULL, NULL, NULL},
+    {"_backend", (getter)loop_get_backend, NULL,
+     "Name of the poller backend (epoll, kqueue or poll).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef loop_members[] = {
+    {"slow_callback_duration", Py_T_DOUBLE,
+     offsetof(LoopObject, slow_callback_duration), 0,
+     "Callbacks slower than this (seconds) are logged in debug mode."},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(LoopObject, weakreflist),
+     Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot loop_slots[] = {
+    {Py_tp_doc, "The C core of evpy.Loop."},
+    {Py_tp_new, loop_tp_new},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_getset, loop_getset},
+    {Py_tp_members, loop_members},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_tp_clear},
+    {Py_tp_dealloc, loop_dealloc},
+    {0, NULL},
+};
+
+PyType_Spec evpy_loop_spec = {
+    .name = "evpy._core.Loop",
+    .basicsize = sizeof(LoopObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
+             | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = loop_slots,
+};

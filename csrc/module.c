@@ -1,0 +1,178 @@
+/* evpy._core: module definition, per-module state and the helpers every
+ * type shares (errno -> OSError, the lazily imported Python formatters).
+ * Multi-phase init; all types are heap types created from specs.
+ */
+#include "evpy.h"
+
+#include <errno.h>
+
+evpy_state *
+evpy_get_state(PyObject *module)
+{
+    return (evpy_state *)PyModule_GetState(module);
+}
+
+void *
+evpy_set_errno(int neg_errno)
+{
+    errno = -neg_errno;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return NULL;
+}
+
+PyObject *
+evpy_format_func(evpy_state *st, PyObject *name)
+{
+    if (st->format_module == NULL) {
+        st->format_module = PyImport_ImportModule("evpy._format");
+        if (st->format_module == NULL) {
+            return NULL;
+        }
+    }
+    return PyObject_GetAttr(st->format_module, name);
+}
+
+static PyObject *
+import_attr(const char *module, const char *attr)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    return r;
+}
+
+static int
+intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int
+module_exec(PyObject *mod)
+{
+    evpy_state *st = evpy_get_state(mod);
+
+    st->LoopType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_loop_spec, NULL);
+    if (st->LoopType == NULL) {
+        return -1;
+    }
+    st->HandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_handle_spec, NULL);
+    if (st->HandleType == NULL) {
+        return -1;
+    }
+    st->TimerHandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_timerhandle_spec, (PyObject *)st->HandleType);
+    if (st->TimerHandleType == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(mod, st->LoopType) < 0
+        || PyModule_AddType(mod, st->HandleType) < 0
+        || PyModule_AddType(mod, st->TimerHandleType) < 0) {
+        return -1;
+    }
+
+    st->Future = import_attr("asyncio", "Future");
+    st->partial_type = import_attr("functools", "partial");
+    st->iscoroutine = import_attr("asyncio", "iscoroutine");
+    if (st->Future == NULL || st->partial_type == NULL
+        || st->iscoroutine == NULL) {
+        return -1;
+    }
+    if (intern(&st->str_loop, "loop") < 0
+        || intern(&st->str_func, "func") < 0
+        || intern(&st->str_on_callback_error, "_on_callback_error") < 0
+        || intern(&st->str_on_slow_callback, "_on_slow_callback") < 0
+        || intern(&st->str_extract_stack, "extract_stack") < 0
+        || intern(&st->str_handle_repr, "handle_repr") < 0) {
+        return -1;
+    }
+    st->kwnames_loop = PyTuple_Pack(1, st->str_loop);
+    if (st->kwnames_loop == NULL) {
+        return -1;
+    }
+
+    const char *backends =
+#if EVPY_HAVE_EPOLL
+        "epoll "
+#endif
+#if EVPY_HAVE_KQUEUE
+        "kqueue "
+#endif
+        "poll";
+    if (PyModule_AddStringConstant(mod, "BACKENDS", backends) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+module_traverse(PyObject *mod, visitproc visit, void *arg)
+{
+    evpy_state *st = evpy_get_state(mod);
+    Py_VISIT(st->LoopType);
+    Py_VISIT(st->HandleType);
+    Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->Future);
+    Py_VISIT(st->partial_type);
+    Py_VISIT(st->iscoroutine);
+    Py_VISIT(st->format_module);
+    return 0;
+}
+
+static int
+module_clear(PyObject *mod)
+{
+    evpy_state *st = evpy_get_state(mod);
+    Py_CLEAR(st->LoopType);
+    Py_CLEAR(st->HandleType);
+    Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->Future);
+    Py_CLEAR(st->partial_type);
+    Py_CLEAR(st->iscoroutine);
+    Py_CLEAR(st->format_module);
+    Py_CLEAR(st->str_loop);
+    Py_CLEAR(st->str_func);
+    Py_CLEAR(st->str_on_callback_error);
+    Py_CLEAR(st->str_on_slow_callback);
+    Py_CLEAR(st->str_extract_stack);
+    Py_CLEAR(st->str_handle_repr);
+    Py_CLEAR(st->kwnames_loop);
+    return 0;
+}
+
+static void
+module_free(void *mod)
+{
+    (void)module_clear((PyObject *)mod);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+PyModuleDef evpy_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "evpy._core",
+    .m_doc = "The C core of evpy: reactor, loop, handles.",
+    .m_size = sizeof(evpy_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&evpy_module_def);
+}
