@@ -1,9 +1,11 @@
 """Loop types, evpy.EventLoopPolicy, evpy.run, asyncio.run / Runner."""
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -191,19 +193,28 @@ def test_evpy_run_closes_loop_and_cancels_tasks(kind, evpy_mod):
 
 @pytest.mark.evpy_only
 def test_evpy_run_inside_running_loop(loop, evpy_mod):
+    """Like asyncio.run(): fail fast, before creating a loop, and leave no
+    coroutine (such as shutdown_asyncgens()) un-awaited behind."""
     async def inner():
         pass
 
     async def main():
         coro = inner()
         try:
-            with pytest.raises(RuntimeError):
+            with pytest.raises(RuntimeError,
+                               match="cannot be called from a running"):
                 evpy_mod.run(coro)
         finally:
             coro.close()
         return "ok"
 
-    assert loop.run_until_complete(main()) == "ok"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert loop.run_until_complete(main()) == "ok"
+        gc.collect()
+    never_awaited = [str(w.message) for w in caught
+                     if "never awaited" in str(w.message)]
+    assert never_awaited == []
 
 
 @pytest.mark.evpy_only
