@@ -33,5 +33,8 @@ class EventLoopPolicy(_BasePolicy):
 def run(main, *, debug=None):
     """Run coroutine `main` on a new evpy loop and return its result, as
     asyncio.run() does (the loop is closed afterwards)."""
+    if asyncio.events._get_running_loop() is not None:
+        raise RuntimeError(
+            'evpy.run() cannot be called from a running event loop')
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)

@@ -11,6 +11,10 @@
  *     system has it; otherwise we round up so a timer never fires early.
  *  d) More fds may be ready than the caller's buffer holds: the rest stay
  *     level-triggered and are reported by the next wait.
+ *  e) poll accepts any fd number, open or not, and regular files (always
+ *     "ready"). epoll refuses both (EBADF, EPERM) when interest is added and
+ *     asyncio users see those errors from add_reader, so a new fd is checked
+ *     with fstat to give the same errors on every backend.
  */
 #include "config.h"
 #include "poller.h"
@@ -21,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 typedef struct {
@@ -107,6 +112,13 @@ pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
         return 0;
     }
     if (i < 0) {
+        struct stat st;
+        if (fstat(fd, &st) < 0) { /* (e) */
+            return -errno;
+        }
+        if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+            return -EPERM;
+        }
         if (p->nfds == p->cap) {
             int ncap = p->cap ? p->cap * 2 : 64;
             struct pollfd *nf = realloc(p->fds, sizeof(*nf) * (size_t)ncap);

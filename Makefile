@@ -1,0 +1,29 @@
+# evpy: build, test and benchmark entry points.
+#
+#   make bench   install evpy (+ uvloop) in a venv and print the benchmark table
+#   make test    install evpy on CPython 3.11, 3.12 and 3.13 and run every test:
+#                pytest on each, again with the poll backend forced, again on
+#                an ASan+UBSan build, and CPython's asyncio suite (conformance)
+#
+# Pythons are taken from pyenv when present, else from PATH.
+
+PYENV    ?= /root/.pyenv/versions
+PY311    ?= $(firstword $(wildcard $(PYENV)/3.11*/bin/python3.11) python3.11)
+PY312    ?= $(firstword $(wildcard $(PYENV)/3.12*/bin/python3.12) python3.12)
+PY313    ?= $(firstword $(wildcard $(PYENV)/3.13*/bin/python3.13) python3.13)
+BENCHPY  ?= $(PY312)
+VENVS    ?= .venv
+BENCH_ARGS ?=
+
+.PHONY: test bench clean
+
+test:
+	PY311=$(PY311) PY312=$(PY312) PY313=$(PY313) VENVS=$(VENVS) \
+	    bash .ci/test.sh
+
+bench:
+	bash .ci/venv.sh $(BENCHPY) $(VENVS)/bench '.[bench]'
+	$(VENVS)/bench/bin/python -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf build $(VENVS) evpy/*.so *.egg-info
