@@ -24,9 +24,10 @@ import pytest
 KINDS = ("asyncio", "evpy")
 
 try:
-    import evpy  # noqa: F401
+    import evpy as _evpy
     EVPY_IMPORT_ERROR = None
-except Exception as exc:  # pragma: no cover - reported in the header
+except Exception as exc:  # reported in the header; evpy tests then ERROR
+    _evpy = None
     EVPY_IMPORT_ERROR = exc
 
 
@@ -39,8 +40,7 @@ def pytest_report_header(config):
     if EVPY_IMPORT_ERROR is not None:
         return ("evpy: CANNOT IMPORT ({!r}); every evpy test will ERROR"
                 .format(EVPY_IMPORT_ERROR))
-    import evpy
-    return "evpy: {}".format(getattr(evpy, "__file__", evpy))
+    return "evpy: {}".format(getattr(_evpy, "__file__", _evpy))
 
 
 def pytest_generate_tests(metafunc):
@@ -65,8 +65,7 @@ def import_evpy():
         raise RuntimeError(
             "evpy cannot be imported: {!r}".format(EVPY_IMPORT_ERROR)
         ) from EVPY_IMPORT_ERROR
-    import evpy
-    return evpy
+    return _evpy
 
 
 def make_loop(kind):

@@ -1,8 +1,8 @@
 """call_soon: ordering, snapshot semantics, args, context=, Handle API."""
-import asyncio
 import contextvars
 import functools
 import gc
+import sys
 import weakref
 
 import pytest
@@ -143,6 +143,8 @@ def test_shared_context_changes_persist(loop):
     assert ctx[cv] == "shared"
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="Handle.get_context() is 3.12+")
 def test_handle_get_context(loop):
     ctx = contextvars.copy_context()
     h = loop.call_soon(lambda: None, context=ctx)

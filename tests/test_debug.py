@@ -208,3 +208,33 @@ def test_no_debug_by_default_in_child(kind):
 
 def test_dev_mode_enables_debug(kind):
     assert _child_debug(kind, {}, ("-X", "dev")) == "True"
+
+
+def test_slow_task_step_logged_in_debug(loop, caplog):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+
+    async def slow_coro_name():
+        time.sleep(0.03)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_until_complete(slow_coro_name())
+    msgs = [r.getMessage() for r in _asyncio_records(caplog)]
+    assert any(m.startswith("Executing <Task") and "slow_coro_name" in m
+               and "took" in m for m in msgs), msgs
+
+
+def test_exception_context_has_source_traceback_in_debug(loop):
+    loop.set_debug(True)
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    def bad():
+        raise ValueError
+
+    loop.call_soon(bad)
+    run_briefly(loop)
+    assert len(errors) == 1
+    tb = errors[0].get("source_traceback")
+    assert tb, "debug mode records where the handle was created"
+    assert any(os.path.basename(__file__) in str(frame) for frame in tb)

@@ -44,8 +44,8 @@ def test_run_in_executor_exception(loop):
 def test_run_in_executor_explicit_executor(loop):
     with concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="explicit-pool") as pool:
-        name = loop.run_until_complete(
-            loop.run_in_executor(pool, lambda: threading.current_thread().name))
+        name = loop.run_until_complete(loop.run_in_executor(
+            pool, lambda: threading.current_thread().name))
     assert name.startswith("explicit-pool")
 
 

@@ -338,3 +338,135 @@ def test_close_loop_with_registered_fds_keeps_fds_open(new_loop, pipe):
     # The loop does not own user fds: they are still usable.
     os.write(w, b"ok")
     assert os.read(r, 10) == b"ok"
+
+
+def test_unopened_fd_number_os_error(loop):
+    with pytest.raises(OSError):
+        loop.add_reader(10 ** 6, lambda: None)
+    assert loop.remove_reader(10 ** 6) is False
+
+
+def test_reader_removed_by_earlier_callback_same_batch(loop):
+    """Two fds ready in the same poll: if the first callback removes the
+    second's reader, the second callback must not run."""
+    p1, p2 = os.pipe(), os.pipe()
+    got = []
+    try:
+        def first(name, other):
+            got.append(name)
+            loop.remove_reader(other)
+
+        # Whichever runs first removes the other one.
+        loop.add_reader(p1[0], first, "p1", p2[0])
+        loop.add_reader(p2[0], first, "p2", p1[0])
+        os.write(p1[1], b"x")
+        os.write(p2[1], b"x")
+        run_briefly(loop, 3)
+        # Level-triggered: the survivor runs on every iteration, the
+        # removed one never.
+        assert got and set(got) == {got[0]}, got
+    finally:
+        for fd in (*p1, *p2):
+            loop.remove_reader(fd)
+            _close(fd)
+
+
+def test_reader_replaced_by_earlier_callback_same_batch(loop):
+    p1, p2 = os.pipe(), os.pipe()
+    got = []
+    try:
+        def replace(name, other, other_name):
+            got.append(name)
+            loop.remove_reader(loop_fd[name])
+            loop.add_reader(other, got.append, other_name + "-new")
+
+        loop_fd = {"p1": p1[0], "p2": p2[0]}
+        loop.add_reader(p1[0], replace, "p1", p2[0], "p2")
+        loop.add_reader(p2[0], replace, "p2", p1[0], "p1")
+        os.write(p1[1], b"x")
+        os.write(p2[1], b"x")
+        run_briefly(loop, 1)
+        # The old callback of the replaced reader did not run; the new one
+        # runs later (the fd is still readable).
+        assert len(got) == 1, got
+        run_briefly(loop, 2)
+        assert got[1:] and got[1].endswith("-new")
+        assert set(got[1:]) == {got[1]}
+    finally:
+        for fd in (*p1, *p2):
+            loop.remove_reader(fd)
+            _close(fd)
+
+
+def test_writer_called_on_broken_pipe(loop):
+    """An error condition (EPOLLERR: read end closed) wakes the writer."""
+    r, w = os.pipe()
+    got = []
+    try:
+        os.close(r)
+        loop.add_writer(w, lambda: (got.append("w"), loop.remove_writer(w)))
+        assert _run_until(loop, lambda: got)
+        assert got == ["w"]
+    finally:
+        loop.remove_writer(w)
+        _close(r)
+        _close(w)
+
+
+def test_reader_and_writer_called_on_peer_close(loop, sockpair):
+    a, b = sockpair
+    got = set()
+    loop.add_reader(a.fileno(), lambda: got.add("r"))
+    b.close()
+    assert _run_until(loop, lambda: "r" in got)
+    assert a.recv(10) == b""
+    assert loop.remove_reader(a.fileno())
+
+
+def test_fd_number_reused_after_remove_and_close(loop):
+    got = []
+    r1, w1 = os.pipe()
+    loop.add_reader(r1, got.append, "old")
+    assert loop.remove_reader(r1)
+    os.close(r1)
+    os.close(w1)
+    r2, w2 = os.pipe()  # very likely the same numbers
+    try:
+        loop.add_reader(r2, lambda: (got.append("new"), os.read(r2, 10)))
+        os.write(w2, b"x")
+        assert _run_until(loop, lambda: got)
+        assert got == ["new"]
+    finally:
+        loop.remove_reader(r2)
+        _close(r2)
+        _close(w2)
+
+
+def test_writer_args(loop, pipe):
+    r, w = pipe
+    got = []
+    loop.add_writer(w, lambda *a: (got.append(a), loop.remove_writer(w)),
+                    1, "two")
+    assert _run_until(loop, lambda: got)
+    assert got == [(1, "two")]
+
+
+def test_readers_on_two_loops(new_loop, sockpair):
+    """Each loop has its own registrations."""
+    a, b = sockpair
+    lp1, lp2 = new_loop(), new_loop()
+    got = []
+    try:
+        lp1.add_reader(a.fileno(), lambda: got.append(("lp1", a.recv(10))))
+        lp2.add_reader(b.fileno(), lambda: got.append(("lp2", b.recv(10))))
+        b.send(b"to-a")
+        a.send(b"to-b")
+        assert _run_until(lp1, lambda: got)
+        assert got == [("lp1", b"to-a")]
+        assert _run_until(lp2, lambda: len(got) == 2)
+        assert got[1] == ("lp2", b"to-b")
+        assert lp1.remove_reader(a.fileno()) is True
+        assert lp1.remove_reader(b.fileno()) is False
+    finally:
+        lp1.close()
+        lp2.close()

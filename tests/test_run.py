@@ -1,5 +1,9 @@
 """run_forever / run_until_complete / stop / close / is_running / is_closed."""
 import asyncio
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -397,3 +401,124 @@ def test_loop_repr(loop):
     assert "running=False" in r
     assert "closed=False" in r
     assert "debug=False" in r
+
+
+@pytest.fixture
+def sigusr1_handler():
+    """Install a plain Python SIGUSR1 handler for the test; restored after."""
+    old = signal.getsignal(signal.SIGUSR1)
+    installed = []
+
+    def install(func):
+        installed.append(signal.signal(signal.SIGUSR1, func))
+
+    yield install
+    signal.signal(signal.SIGUSR1, old)
+
+
+def _kill_later(delay):
+    t = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGUSR1))
+    t.start()
+    return t
+
+
+def test_python_signal_handler_exception_interrupts_blocked_loop(
+        loop, sigusr1_handler):
+    """Ctrl-C style: a Python signal handler that raises while the loop is
+    blocked in its poller gets its exception out of run_forever() at once
+    (not after the next timer)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt("from signal handler")
+
+    sigusr1_handler(handler)
+    failsafe = []
+    loop.call_later(10, lambda: (failsafe.append(1), loop.stop()))
+    t = _kill_later(0.02)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+    finally:
+        t.join()
+    assert failsafe == []
+    assert not loop.is_running()
+    assert asyncio._get_running_loop() is None
+    assert loop.run_until_complete(asyncio.sleep(0, "usable")) == "usable"
+
+
+def test_python_signal_handler_runs_while_loop_blocked(loop, sigusr1_handler):
+    """A plain Python signal handler runs while the loop is blocked (EINTR
+    must run Python's signal handlers), so it can wake the loop itself."""
+    ran = []
+
+    def handler(signum, frame):
+        ran.append(signum)
+        loop.call_soon_threadsafe(loop.stop)
+
+    sigusr1_handler(handler)
+    failsafe = []
+    h = loop.call_later(10, lambda: (failsafe.append(1), loop.stop()))
+    t = _kill_later(0.02)
+    try:
+        loop.run_forever()
+    finally:
+        t.join()
+        h.cancel()
+    assert ran == [signal.SIGUSR1]
+    assert failsafe == []
+
+
+def test_loops_in_several_threads(kind):
+    """Independent loops run concurrently in threads, each with its own
+    running-loop state, and talk to each other with call_soon_threadsafe."""
+    n = 4
+    loops = [make_loop(kind) for _ in range(n)]
+    results = [None] * n
+    errors = []
+
+    async def main(i):
+        me = asyncio.get_running_loop()
+        assert me is loops[i]
+        nxt = loops[(i + 1) % n]
+        got = []
+        for k in range(20):
+            fut = me.create_future()
+            # Ask the next loop to bounce a value back to us.
+            nxt.call_soon_threadsafe(
+                lambda k=k, fut=fut: me.call_soon_threadsafe(
+                    fut.set_result, k))
+            got.append(await asyncio.wait_for(fut, 10))
+            await asyncio.sleep(0.001)
+        return got
+
+    def runner(i):
+        try:
+            results[i] = loops[i].run_until_complete(main(i))
+            # Keep serving bounce requests until everybody is done.
+            loops[i].run_until_complete(done_evt[i])
+        except BaseException as exc:  # noqa: B902 - reported below
+            errors.append(exc)
+
+    done_evt = [lp.create_future() for lp in loops]
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while (any(r is None for r in results) and not errors
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+    finally:
+        for lp, fut in zip(loops, done_evt):
+            try:
+                lp.call_soon_threadsafe(
+                    lambda fut=fut: fut.done() or fut.set_result(None))
+            except RuntimeError:
+                pass
+        for t in threads:
+            t.join(20)
+        for lp in loops:
+            if not lp.is_running():
+                lp.close()
+    assert errors == []
+    assert results == [list(range(20))] * n
+    assert all(lp.is_closed() for lp in loops)

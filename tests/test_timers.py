@@ -5,9 +5,12 @@ no earlier than their deadline and in deadline order.
 """
 import asyncio
 import contextvars
+import gc
 import random
+import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -145,6 +148,8 @@ def test_timer_args_and_context(loop):
     assert got == [(1, 2, "ctx-value"), "ctx-value"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="Handle.get_context() is 3.12+")
 def test_timer_get_context(loop):
     ctx = contextvars.copy_context()
     h = loop.call_later(1, lambda: None, context=ctx)
@@ -305,7 +310,8 @@ def test_far_future_timer_does_not_fire(loop):
     """Huge delays must not overflow into an immediate wakeup."""
     fired = []
     handles = [loop.call_later(d, fired.append, d)
-               for d in (3600, 86400 * 365, 1e9, 1e12)]
+               for d in (3600, 86400 * 365, 1e9, 1e12, 1e300,
+                         float("inf"))]
     loop.call_later(0.005, loop.stop)
     loop.run_forever()
     assert fired == []
@@ -372,3 +378,87 @@ def test_call_later_coroutine_type_error_in_debug(loop):
         loop.call_later(0, coro)
     with pytest.raises(TypeError):
         loop.call_at(loop.time(), coro)
+
+
+def test_random_cancels_including_from_callbacks(loop):
+    """Timer heap stress: random deadlines, random cancels before running
+    and from inside firing callbacks.  Exactly the timers never cancelled
+    fire, in deadline order."""
+    rnd = random.Random(99)
+    base = loop.time()
+    n = 3000
+    handles = {}
+    cancelled = set()
+    fired = []
+
+    def cb(i):
+        assert i not in cancelled
+        fired.append(i)
+        # Cancel a random timer that has not fired yet (maybe an equal
+        # deadline already queued in this very iteration).
+        victim = rnd.randrange(n)
+        if victim not in fired_set and victim != i:
+            handles[victim].cancel()
+            cancelled.add(victim)
+        fired_set.add(i)
+
+    fired_set = set()
+    whens = {}
+    for i in range(n):
+        whens[i] = base + rnd.randrange(0, 200) * 1e-4
+        handles[i] = loop.call_at(whens[i], cb, i)
+    for i in rnd.sample(range(n), n // 3):
+        handles[i].cancel()
+        cancelled.add(i)
+    loop.call_at(base + 0.03, loop.stop)
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    loop.run_forever()
+    assert errors == []
+    assert set(fired) == set(range(n)) - cancelled
+    fired_whens = [whens[i] for i in fired]
+    assert fired_whens == sorted(fired_whens)
+
+
+def test_cancel_timer_releases_callback_and_args(loop):
+    class Obj:
+        def __call__(self, *args):
+            pass
+
+    cb, arg = Obj(), Obj()
+    refs = weakref.ref(cb), weakref.ref(arg)
+    h = loop.call_later(3600, cb, arg)
+    del cb, arg
+    h.cancel()
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    # when() still answers after cancel.
+    assert h.when() > loop.time()
+
+
+def test_fired_timer_releases_callback(loop):
+    class Obj:
+        def __call__(self):
+            pass
+
+    cb = Obj()
+    ref = weakref.ref(cb)
+    loop.call_later(0, cb)
+    del cb
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_call_at_accepts_int_and_float_subclass(loop):
+    class F(float):
+        pass
+
+    fired = []
+    h1 = loop.call_at(int(loop.time()) - 1, fired.append, "int")
+    loop.call_at(F(loop.time()), fired.append, "float-subclass")
+    loop.call_later(0.002, loop.stop)
+    loop.run_forever()
+    assert fired == ["int", "float-subclass"]
+    assert h1.when() == int(h1.when())
