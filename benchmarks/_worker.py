@@ -16,10 +16,31 @@ import json
 import os
 import resource
 import sys
+import sysconfig
 import time
 import traceback
 
 RESULT_MARKER = "@@benchmark-result@@ "
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def arrange_sys_path():
+    """Choose which evpy gets imported.
+
+    ``python -m`` from the repo root puts the checkout first on sys.path,
+    so ``import evpy`` finds the source tree.  That is what we want after
+    ``setup.py build_ext --inplace``; without an in-place extension for
+    this interpreter, the checkout would shadow an installed evpy (e.g. the
+    venv of ``make bench``) and fail, so move the checkout to the end.
+    """
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    if os.path.exists(os.path.join(REPO, "evpy", "_core" + suffix)):
+        return "in-place"
+    here = [p for p in sys.path
+            if os.path.abspath(p or os.curdir) == REPO]
+    if here:
+        sys.path[:] = [p for p in sys.path if p not in here] + [REPO]
+    return "installed"
 
 
 def emit(obj):
@@ -105,6 +126,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int)
     ap.add_argument("--warmup-n", type=int, default=0)
     args = ap.parse_args(argv)
+    arrange_sys_path()
     if args.probe:
         return probe(args.probe)
     if not (args.case and args.loop and args.n):

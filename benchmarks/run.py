@@ -385,7 +385,8 @@ def main(argv=None):
         p = probes[lp]
         if p.get("ok"):
             active.append(lp)
-            log("  %-8s %s %s" % (lp, p.get("class"), p.get("version", "")))
+            log("  %-8s %s %s %s" % (lp, p.get("class"), p.get("version", ""),
+                                     p.get("file") or ""))
         else:
             log("  %-8s NOT AVAILABLE - shown as n/a: %s"
                 % (lp, p.get("error")))
@@ -508,6 +509,14 @@ def footer(doc, loops, probes, args):
                     " (dirty)" if doc["git"]["dirty"] else "",
                     args.rounds, ", quick sizes" if args.quick else "",
                     doc["duration_s"]))
+    load = [doc["machine"].get("loadavg_start"),
+            doc["machine"].get("loadavg_end")]
+    if all(load):
+        busy = max(load[0][0], load[1][0]) > 0.5 * (
+            doc["machine"]["cpu_count"] or 1)
+        lines.append("load average (1 min) %.2f at start, %.2f at end%s"
+                     % (load[0][0], load[1][0],
+                        " - machine busy, expect noise" if busy else ""))
     lines.append("Values are medians over rounds, each from a fresh process. "
                  "'noise' = largest (max-min)/median over the loops.")
     if SUBJECT in loops and len(loops) > 1:
