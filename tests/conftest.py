@@ -123,7 +123,6 @@ def _settle(predicate, timeout=3.0):
 @pytest.fixture(autouse=True)
 def _leak_guard(request):
     """Fail the test if it leaks fds, threads, children or loop state."""
-    gc.collect()
     fds_before = _fd_set()
     threads_before = threading.active_count()
     children_before = _children()

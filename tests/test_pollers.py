@@ -1,0 +1,199 @@
+"""evpy only: poller backends (EVPY_POLLER) behave the same."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import make_loop, run_briefly
+
+pytestmark = pytest.mark.evpy_only
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINUX_BACKENDS = ["epoll", "poll"]
+FAILSAFE = 10.0
+
+
+@pytest.fixture(params=LINUX_BACKENDS)
+def backend(request, monkeypatch, kind):
+    if not sys.platform.startswith("linux"):
+        pytest.fail("backend list below is for Linux; extend it")
+    monkeypatch.setenv("EVPY_POLLER", request.param)
+    return request.param
+
+
+def _run_until(loop, predicate):
+    def check():
+        if predicate():
+            loop.stop()
+        else:
+            loop.call_soon(check)
+
+    timed_out = []
+    h = loop.call_later(FAILSAFE, lambda: (timed_out.append(1), loop.stop()))
+    loop.call_soon(check)
+    loop.run_forever()
+    h.cancel()
+    return not timed_out
+
+
+def test_backends_constant_lists_available_backends(kind, evpy_mod):
+    names = evpy_mod.BACKENDS.split()
+    assert set(LINUX_BACKENDS) <= set(names), evpy_mod.BACKENDS
+
+
+def test_default_backend(kind, evpy_mod, monkeypatch):
+    monkeypatch.delenv("EVPY_POLLER", raising=False)
+    lp = evpy_mod.new_event_loop()
+    try:
+        assert lp._backend == "epoll"
+        assert lp._backend in evpy_mod.BACKENDS.split()
+    finally:
+        lp.close()
+
+
+@pytest.mark.parametrize("bogus", ["bogus", "EPOLL", "select"])
+def test_unknown_backend_value_error(kind, evpy_mod, monkeypatch, bogus):
+    monkeypatch.setenv("EVPY_POLLER", bogus)
+    with pytest.raises(ValueError, match="EVPY_POLLER"):
+        evpy_mod.new_event_loop()
+
+
+def test_empty_env_means_default(kind, evpy_mod, monkeypatch):
+    monkeypatch.setenv("EVPY_POLLER", "")
+    lp = evpy_mod.new_event_loop()
+    try:
+        assert lp._backend == "epoll"
+    finally:
+        lp.close()
+
+
+def test_backend_selected(backend):
+    lp = make_loop("evpy")
+    try:
+        assert lp._backend == backend
+    finally:
+        lp.close()
+
+
+def test_backend_io_workload(backend):
+    lp = make_loop("evpy")
+    pipes = [os.pipe() for _ in range(50)]
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    got = set()
+    try:
+        assert lp._backend == backend
+        for i, (r, w) in enumerate(pipes):
+            lp.add_reader(r, lambda i=i, r=r: (got.add(i), os.read(r, 10),
+                                               lp.remove_reader(r)))
+        for r, w in pipes[::2]:
+            os.write(w, b"x")
+        assert _run_until(lp, lambda: len(got) == 25)
+        assert got == set(range(0, 50, 2))
+        # Unwritten pipes stayed quiet.
+        run_briefly(lp, 2)
+        assert got == set(range(0, 50, 2))
+
+        # Reader + writer on one fd, then writer removed.
+        events = []
+        lp.add_reader(a, lambda: events.append(("r", a.recv(100))))
+        lp.add_writer(a, lambda: (events.append(("w",)),
+                                  lp.remove_writer(a)))
+        assert _run_until(lp, lambda: ("w",) in events)
+        b.send(b"hi")
+        assert _run_until(lp, lambda: ("r", b"hi") in events)
+        # Peer close: reader sees EOF.
+        b.close()
+        assert _run_until(lp, lambda: ("r", b"") in events)
+        assert lp.remove_reader(a) is True
+        assert lp.remove_writer(a) is False
+    finally:
+        for r, w in pipes:
+            lp.remove_reader(r)
+            os.close(r)
+            os.close(w)
+        a.close()
+        b.close()
+        lp.close()
+
+
+def test_backend_broken_pipe_wakes_writer(backend):
+    lp = make_loop("evpy")
+    r, w = os.pipe()
+    os.close(r)
+    got = []
+    try:
+        lp.add_writer(w, lambda: (got.append(1), lp.remove_writer(w)))
+        assert _run_until(lp, lambda: got)
+    finally:
+        lp.remove_writer(w)
+        os.close(w)
+        lp.close()
+
+
+def test_backend_timers_and_threadsafe(backend):
+    lp = make_loop("evpy")
+    order = []
+    try:
+        base = lp.time()
+        for d in (0.006, 0.002, 0.004):
+            lp.call_at(base + d, order.append, d)
+        far = lp.call_later(3600, order.append, "far")
+
+        def worker():
+            lp.call_soon_threadsafe(lambda: (order.append("ts"), lp.stop()))
+
+        t = threading.Timer(0.02, worker)
+        t.start()
+        lp.run_forever()
+        t.join()
+        far.cancel()
+        assert order[:3] == [0.002, 0.004, 0.006]
+        assert order[3:] == ["ts"]
+        fired = []
+        h = lp.call_later(0.0005, lambda: (fired.append(lp.time()),
+                                           lp.stop()))
+        lp.run_forever()
+        assert fired[0] >= h.when() - 1e-9
+    finally:
+        lp.close()
+
+
+def test_backend_signal(backend):
+    lp = make_loop("evpy")
+    got = []
+    saved = signal.signal(signal.SIGUSR1, lambda s, f: got.append("net"))
+    try:
+        lp.add_signal_handler(signal.SIGUSR1, lambda: (got.append("sig"),
+                                                       lp.stop()))
+        t = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGUSR1))
+        t.start()
+        h = lp.call_later(FAILSAFE, lp.stop)
+        lp.run_forever()
+        t.join()
+        h.cancel()
+        assert got == ["sig"]
+        assert lp.remove_signal_handler(signal.SIGUSR1)
+    finally:
+        lp.close()
+        signal.signal(signal.SIGUSR1, saved)
+
+
+@pytest.mark.parametrize("alt", ["poll"])
+def test_suite_subset_under_alternative_backend(kind, alt):
+    """The fd/wakeup/signal test files pass with EVPY_POLLER=alt too."""
+    env = dict(os.environ, EVPY_POLLER=alt)
+    files = ["tests/test_readers.py", "tests/test_threadsafe.py",
+             "tests/test_signals.py", "tests/test_timers.py"]
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly",
+         "-k", "evpy", *files],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    tail = "\n".join(out.stdout.splitlines()[-15:])
+    assert out.returncode == 0, tail
+    assert " passed" in tail and "failed" not in tail, tail
