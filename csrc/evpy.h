@@ -17,6 +17,7 @@
 #  define Py_READONLY READONLY
 #endif
 
+#include "config.h"
 #include "clock.h"
 #include "fdtable.h"
 #include "poller.h"
