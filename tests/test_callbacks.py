@@ -326,3 +326,28 @@ def test_many_callbacks_in_one_iteration(loop):
         loop.call_soon(inc)
     run_briefly(loop)
     assert counter[0] == n
+
+
+def test_call_soon_context_none_means_current(loop):
+    seen = []
+    token = cv.set("current")
+    try:
+        loop.call_soon(lambda: seen.append(cv.get()), context=None)
+    finally:
+        cv.reset(token)
+    run_briefly(loop)
+    assert seen == ["current"]
+
+
+def test_scheduling_methods_accept_keyword_arguments(loop):
+    """asyncio's signatures are plain Python ones: the leading parameters
+    can be passed by keyword."""
+    got = []
+    loop.call_soon(got.append, "soon")
+    loop.call_later(delay=0, callback=lambda: got.append("later"))
+    loop.call_at(when=loop.time(), callback=lambda: got.append("at"))
+    loop.call_soon_threadsafe(callback=lambda: got.append("threadsafe"))
+    loop.call_soon(callback=lambda: got.append("soon-kw"))
+    loop.call_later(0.002, loop.stop)
+    loop.run_forever()
+    assert sorted(got) == ["at", "later", "soon", "soon-kw", "threadsafe"]

@@ -238,3 +238,48 @@ def test_exception_context_has_source_traceback_in_debug(loop):
     tb = errors[0].get("source_traceback")
     assert tb, "debug mode records where the handle was created"
     assert any(os.path.basename(__file__) in str(frame) for frame in tb)
+
+
+def test_coroutine_origin_tracking_in_debug(loop):
+    before = sys.get_coroutine_origin_tracking_depth()
+    loop.set_debug(True)
+
+    async def main():
+        return sys.get_coroutine_origin_tracking_depth()
+
+    assert loop.run_until_complete(main()) > 0
+    assert sys.get_coroutine_origin_tracking_depth() == before
+
+
+def test_no_coroutine_origin_tracking_without_debug(loop):
+    loop.set_debug(False)
+
+    async def main():
+        return sys.get_coroutine_origin_tracking_depth()
+
+    assert loop.run_until_complete(main()) == \
+        sys.get_coroutine_origin_tracking_depth()
+
+
+def test_set_debug_while_running(loop, caplog):
+    loop.slow_callback_duration = 0.01
+
+    def slow_after_enable():
+        time.sleep(0.03)
+        loop.stop()
+
+    def enable():
+        loop.set_debug(True)
+        loop.call_soon(slow_after_enable)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.call_soon(enable)
+        loop.run_forever()
+    assert loop.get_debug() is True
+    assert any("slow_after_enable" in r.getMessage()
+               for r in _asyncio_records(caplog))
+
+
+def test_slow_callback_duration_accepts_int(loop):
+    loop.slow_callback_duration = 1
+    assert loop.slow_callback_duration == 1

@@ -121,6 +121,7 @@ def test_default_handler_logs_exception(loop, caplog):
     rec = records[0]
     assert rec.levelno == logging.ERROR
     assert "Exception in callback" in rec.getMessage()
+    assert "handle: <" in rec.getMessage()
     assert rec.exc_info is not None
     assert rec.exc_info[0] is MyError
     assert "logged boom" in caplog.text

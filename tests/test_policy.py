@@ -3,6 +3,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -230,3 +231,33 @@ def test_asyncio_run_with_evpy_factory(kind, evpy_mod):
     typ = asyncio.run(_running_loop_type(),
                       loop_factory=evpy_mod.new_event_loop)
     assert issubclass(typ, evpy_mod.Loop)
+
+
+def test_runner_ctrl_c_cancels_main_task(kind):
+    """asyncio.Runner's SIGINT handling: the first Ctrl-C cancels the main
+    task and wakes the loop (from a Python signal handler while the loop is
+    blocked), and run() raises KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.fail("test needs the default SIGINT handler")
+    state = {}
+
+    async def main():
+        t = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT))
+        state["timer"] = t
+        t.start()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+        state["timed_out"] = True
+
+    try:
+        with asyncio.Runner(loop_factory=_factory(kind)) as runner:
+            with pytest.raises(KeyboardInterrupt):
+                runner.run(main())
+    finally:
+        state["timer"].join()
+    assert state.get("cancelled") is True
+    assert "timed_out" not in state
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
