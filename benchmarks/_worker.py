@@ -89,7 +89,15 @@ def run_case(case_name, loop_name, n, warmup_n):
         if spec.warmup and warmup_n > 0:
             spec.fn(loop, warmup_n)
         gc.collect()
+        ru0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         metrics = spec.fn(loop, n)
+        ru1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        # CPU vs wall time of the measured run: for single-threaded cases a
+        # cpu/wall well below 1 means the process was descheduled (noise).
+        out["run_wall_s"] = w1 - w0
+        out["run_cpu_s"] = (ru1.ru_utime - ru0.ru_utime
+                            + ru1.ru_stime - ru0.ru_stime)
+        out["run_ctx_switches_invol"] = ru1.ru_nivcsw - ru0.ru_nivcsw
         missing = [m.name for m in spec.metrics if m.name not in metrics]
         if missing:
             raise RuntimeError("case returned no value for %s" % missing)
