@@ -37,6 +37,7 @@ typedef struct {
     PyObject *format_module;   /* evpy._format, imported lazily */
     /* interned method names */
     PyObject *str_loop;
+    PyObject *str_context;
     PyObject *str_func;
     PyObject *str_on_callback_error;
     PyObject *str_on_slow_callback;

@@ -101,28 +101,75 @@ loop_check_callback(LoopObject *self, PyObject *callback, const char *method)
     return -1;
 }
 
-/* Splits an optional context= keyword off a vectorcall. */
+/* The call shape the scheduling methods share:
+ *     method(<fixed parameters>, *args, context=None)
+ * The fixed parameters (callback, delay, when) may also be passed by
+ * keyword, as Python allows for asyncio's signatures. */
+typedef struct {
+    PyObject *fixed[2];        /* borrowed */
+    PyObject *const *extra;    /* the callback's arguments, borrowed */
+    Py_ssize_t nextra;
+    PyObject *context;         /* borrowed, NULL if not given */
+} sched_args_t;
+
 static int
-parse_context(PyObject *kwnames, PyObject *const *kwvalues,
-              const char *method, PyObject **context)
+kw_is(PyObject *name, PyObject *interned, const char *ascii)
 {
-    *context = NULL;
-    if (kwnames == NULL) {
-        return 0;
+    return name == interned || PyUnicode_CompareWithASCIIString(name, ascii) == 0;
+}
+
+static int
+parse_sched_args(LoopObject *self, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames, const char *method,
+                 const char *const *names, int nfixed, sched_args_t *out)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    out->context = NULL;
+    for (int j = 0; j < nfixed; j++) {
+        out->fixed[j] = j < nargs ? args[j] : NULL;
     }
-    Py_ssize_t n = PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    out->extra = args + nfixed;
+    out->nextra = nargs > nfixed ? nargs - nfixed : 0;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(name, "context") != 0) {
+        if (kw_is(name, self->st->str_context, "context")) {
+            out->context = args[nargs + i];
+            continue;
+        }
+        int j = 0;
+        while (j < nfixed
+               && PyUnicode_CompareWithASCIIString(name, names[j]) != 0) {
+            j++;
+        }
+        if (j == nfixed) {
             PyErr_Format(PyExc_TypeError,
                          "%s() got an unexpected keyword argument '%U'",
                          method, name);
             return -1;
         }
-        *context = kwvalues[i];
+        if (out->fixed[j] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got multiple values for argument '%s'",
+                         method, names[j]);
+            return -1;
+        }
+        out->fixed[j] = args[nargs + i];
+    }
+    for (int j = 0; j < nfixed; j++) {
+        if (out->fixed[j] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing required positional argument: '%s'",
+                         method, names[j]);
+            return -1;
+        }
     }
     return 0;
 }
+
+static const char *const names_soon[] = {"callback"};
+static const char *const names_later[] = {"delay", "callback"};
+static const char *const names_at[] = {"when", "callback"};
 
 static int
 loop_push_ready(LoopObject *self, HandleObject *h)
@@ -148,19 +195,15 @@ loop_wakeup(LoopObject *self)
 /* -- call_soon / call_soon_threadsafe / call_later / call_at -------------- */
 
 static PyObject *
-loop_schedule_soon(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
+loop_schedule_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
                    PyObject *kwnames, const char *method, int threadsafe)
 {
-    PyObject *context;
-    if (parse_context(kwnames, args + nargs, method, &context) < 0) {
+    sched_args_t a;
+    if (parse_sched_args(self, args, nargsf, kwnames, method, names_soon, 1,
+                         &a) < 0) {
         return NULL;
     }
-    if (nargs < 1) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() missing 1 required positional argument: "
-                     "'callback'", method);
-        return NULL;
-    }
+    PyObject *callback = a.fixed[0];
     if (loop_check_closed(self) < 0) {
         return NULL;
     }
@@ -168,15 +211,15 @@ loop_schedule_soon(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
         if (self->debug && loop_check_thread(self) < 0) {
             return NULL;
         }
-        if (loop_check_callback(self, args[0], method) < 0) {
+        if (loop_check_callback(self, callback, method) < 0) {
             return NULL;
         }
     }
-    else if (self->debug && loop_check_callback(self, args[0], method) < 0) {
+    else if (self->debug && loop_check_callback(self, callback, method) < 0) {
         return NULL;
     }
-    HandleObject *h = evpy_handle_new(self, self->st->HandleType, args[0],
-                                      args + 1, nargs - 1, context);
+    HandleObject *h = evpy_handle_new(self, self->st->HandleType, callback,
+                                      a.extra, a.nextra, a.context);
     if (h == NULL) {
         return NULL;
     }
@@ -194,34 +237,33 @@ static PyObject *
 loop_call_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
                PyObject *kwnames)
 {
-    return loop_schedule_soon(self, args, PyVectorcall_NARGS(nargsf),
-                              kwnames, "call_soon", 0);
+    return loop_schedule_soon(self, args, nargsf, kwnames, "call_soon", 0);
 }
 
 static PyObject *
 loop_call_soon_threadsafe(LoopObject *self, PyObject *const *args,
                           size_t nargsf, PyObject *kwnames)
 {
-    return loop_schedule_soon(self, args, PyVectorcall_NARGS(nargsf),
-                              kwnames, "call_soon_threadsafe", 1);
+    return loop_schedule_soon(self, args, nargsf, kwnames,
+                              "call_soon_threadsafe", 1);
 }
 
 static PyObject *
-loop_schedule_at(LoopObject *self, double when, PyObject *const *args,
-                 Py_ssize_t nargs, PyObject *context)
+loop_schedule_at(LoopObject *self, double when, sched_args_t *a)
 {
-    /* args[0] is the callback, the rest its arguments. */
+    PyObject *callback = a->fixed[1];
     if (loop_check_closed(self) < 0) {
         return NULL;
     }
     if (self->debug && loop_check_thread(self) < 0) {
         return NULL;
     }
-    if (loop_check_callback(self, args[0], "call_at") < 0) {
+    if (loop_check_callback(self, callback, "call_at") < 0) {
         return NULL;
     }
     HandleObject *h = evpy_handle_new(self, self->st->TimerHandleType,
-                                      args[0], args + 1, nargs - 1, context);
+                                      callback, a->extra, a->nextra,
+                                      a->context);
     if (h == NULL) {
         return NULL;
     }
@@ -236,24 +278,22 @@ loop_schedule_at(LoopObject *self, double when, PyObject *const *args,
     return (PyObject *)h;
 }
 
+/* Parses a call_later/call_at call; *value gets its float first argument. */
 static int
-parse_time_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                const char *method, const char *what, double *value,
-                PyObject **context)
+parse_time_args(LoopObject *self, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames, const char *method,
+                const char *const *names, const char *none_msg,
+                double *value, sched_args_t *a)
 {
-    if (parse_context(kwnames, args + nargs, method, context) < 0) {
+    if (parse_sched_args(self, args, nargsf, kwnames, method, names, 2, a)
+        < 0) {
         return -1;
     }
-    if (nargs < 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() missing required positional arguments", method);
+    if (a->fixed[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, none_msg);
         return -1;
     }
-    if (args[0] == Py_None) {
-        PyErr_Format(PyExc_TypeError, "%s", what);
-        return -1;
-    }
-    *value = PyFloat_AsDouble(args[0]);
+    *value = PyFloat_AsDouble(a->fixed[0]);
     if (*value == -1.0 && PyErr_Occurred()) {
         return -1;
     }
@@ -264,29 +304,28 @@ static PyObject *
 loop_call_later(LoopObject *self, PyObject *const *args, size_t nargsf,
                 PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     double delay;
-    PyObject *context;
-    if (parse_time_args(args, nargs, kwnames, "call_later",
-                        "delay must not be None", &delay, &context) < 0) {
+    sched_args_t a;
+    if (parse_time_args(self, args, nargsf, kwnames, "call_later",
+                        names_later, "delay must not be None", &delay,
+                        &a) < 0) {
         return NULL;
     }
     double now = (double)evpy_clock_now_ns() / 1e9;
-    return loop_schedule_at(self, now + delay, args + 1, nargs - 1, context);
+    return loop_schedule_at(self, now + delay, &a);
 }
 
 static PyObject *
 loop_call_at(LoopObject *self, PyObject *const *args, size_t nargsf,
              PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     double when;
-    PyObject *context;
-    if (parse_time_args(args, nargs, kwnames, "call_at",
-                        "when cannot be None", &when, &context) < 0) {
+    sched_args_t a;
+    if (parse_time_args(self, args, nargsf, kwnames, "call_at", names_at,
+                        "when cannot be None", &when, &a) < 0) {
         return NULL;
     }
-    return loop_schedule_at(self, when, args + 1, nargs - 1, context);
+    return loop_schedule_at(self, when, &a);
 }
 
 /* -- small accessors ------------------------------------------------------ */

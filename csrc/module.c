@@ -85,6 +85,7 @@ module_exec(PyObject *mod)
         return -1;
     }
     if (intern(&st->str_loop, "loop") < 0
+        || intern(&st->str_context, "context") < 0
         || intern(&st->str_func, "func") < 0
         || intern(&st->str_on_callback_error, "_on_callback_error") < 0
         || intern(&st->str_on_slow_callback, "_on_slow_callback") < 0
@@ -137,6 +138,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->iscoroutine);
     Py_CLEAR(st->format_module);
     Py_CLEAR(st->str_loop);
+    Py_CLEAR(st->str_context);
     Py_CLEAR(st->str_func);
     Py_CLEAR(st->str_on_callback_error);
     Py_CLEAR(st->str_on_slow_callback);
