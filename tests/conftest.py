@@ -124,7 +124,7 @@ def _settle(predicate, timeout=3.0):
 def _leak_guard(request):
     """Fail the test if it leaks fds, threads, children or loop state."""
     fds_before = _fd_set()
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     children_before = _children()
     policy_before = asyncio.get_event_loop_policy()
     sigusr1_before = signal.getsignal(signal.SIGUSR1)
@@ -151,10 +151,13 @@ def _leak_guard(request):
     if wakeup != -1:
         problems.append("signal.set_wakeup_fd left set to {}".format(wakeup))
 
-    if not _settle(lambda: threading.active_count() <= threads_before):
-        problems.append("thread leak: {} -> {} ({})".format(
-            threads_before, threading.active_count(),
-            [t.name for t in threading.enumerate()]))
+    def new_threads():
+        return [t for t in threading.enumerate()
+                if t not in threads_before and t.is_alive()]
+
+    if not _settle(lambda: not new_threads()):
+        problems.append("thread leak: {}".format(
+            [t.name for t in new_threads()]))
     if not _settle(lambda: _fd_set() <= fds_before, timeout=1.0):
         leaked = sorted(_fd_set() - fds_before)
         problems.append("fd leak: {}".format(
