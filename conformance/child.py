@@ -100,7 +100,7 @@ HOOK_NAMES = ('create_event_loop', 'new_loop')
 # Private names of asyncio's own loop machinery; used to hint that a failing
 # test belongs to the "internals" category.
 _PRIVATE_RE = re.compile(
-    r'(?:loop|self\.loop|self)\.(_(?!_)[A-Za-z]\w*)'
+    r'\b(?:loop|self\.loop)\.(_(?!_)[A-Za-z]\w*)'
     r'|\b(BaseSelectorEventLoop|TestSelector|_UnixSelectorEventLoop)\b'
     r"|mock\.patch(?:\.object)?\(\s*['\"]?([\w.]*(?:selector|select|"
     r"base_events|selector_events|unix_events)[\w.]*)")
