@@ -214,7 +214,7 @@ def install_instrumentation(loop_type):
     def new_event_loop(self):
         implicit = getattr(self, '_conformance_implicit', False)
         old = getattr(REC.tls, 'implicit_policy', False)
-        REC.tls.implicit_policy = implicit
+        REC.tls.implicit_policy = implicit or old
         try:
             return orig_new(self)
         finally:
@@ -236,7 +236,14 @@ def make_target_factory(factory, loop_type):
 def make_policy(policy_cls, loop_type):
     class ConformancePolicy(policy_cls):
         def new_event_loop(self):
-            loop = super().new_event_loop()
+            # Anything but a target loop made by the target's own policy is
+            # a silent fallback to asyncio's loop: count it as a leak.
+            old = getattr(REC.tls, 'implicit_policy', False)
+            REC.tls.implicit_policy = True
+            try:
+                loop = super().new_event_loop()
+            finally:
+                REC.tls.implicit_policy = old
             if isinstance(loop, loop_type):
                 REC.add('target')
             return loop
