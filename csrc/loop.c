@@ -207,16 +207,15 @@ loop_schedule_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
     if (loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (!threadsafe) {
-        if (self->debug && loop_check_thread(self) < 0) {
+    /* As asyncio: the callback is only checked in debug mode (otherwise a
+     * bad one fails when it runs, through the exception handler). */
+    if (self->debug) {
+        if (!threadsafe && loop_check_thread(self) < 0) {
             return NULL;
         }
         if (loop_check_callback(self, callback, method) < 0) {
             return NULL;
         }
-    }
-    else if (self->debug && loop_check_callback(self, callback, method) < 0) {
-        return NULL;
     }
     HandleObject *h = evpy_handle_new(self, self->st->HandleType, callback,
                                       a.extra, a.nextra, a.context);
@@ -255,10 +254,8 @@ loop_schedule_at(LoopObject *self, double when, sched_args_t *a)
     if (loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (self->debug && loop_check_thread(self) < 0) {
-        return NULL;
-    }
-    if (loop_check_callback(self, callback, "call_at") < 0) {
+    if (self->debug && (loop_check_thread(self) < 0
+                        || loop_check_callback(self, callback, "call_at") < 0)) {
         return NULL;
     }
     HandleObject *h = evpy_handle_new(self, self->st->TimerHandleType,
