@@ -2,7 +2,6 @@
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 
@@ -12,7 +11,6 @@ from conftest import make_loop, run_briefly
 
 pytestmark = pytest.mark.evpy_only
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINUX_BACKENDS = ["epoll", "poll"]
 FAILSAFE = 10.0
 
@@ -182,18 +180,3 @@ def test_backend_signal(backend):
     finally:
         lp.close()
         signal.signal(signal.SIGUSR1, saved)
-
-
-@pytest.mark.parametrize("alt", ["poll"])
-def test_suite_subset_under_alternative_backend(kind, alt):
-    """The fd/wakeup/signal test files pass with EVPY_POLLER=alt too."""
-    env = dict(os.environ, EVPY_POLLER=alt)
-    files = ["tests/test_readers.py", "tests/test_threadsafe.py",
-             "tests/test_signals.py", "tests/test_timers.py"]
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly",
-         "-k", "evpy", *files],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    tail = "\n".join(out.stdout.splitlines()[-15:])
-    assert out.returncode == 0, tail
-    assert " passed" in tail and "failed" not in tail, tail
