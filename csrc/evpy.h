@@ -31,7 +31,9 @@ typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
+    PyTypeObject *StreamType;
     PyObject *Future;          /* asyncio.Future */
+    PyObject *BufferedProtocol;/* asyncio.BufferedProtocol */
     PyObject *partial_type;    /* functools.partial */
     PyObject *iscoroutine;     /* asyncio.iscoroutine */
     PyObject *format_module;   /* evpy._format, imported lazily */
@@ -112,11 +114,64 @@ typedef struct LoopObject {
     char sleeping;               /* blocked in the poller, GIL released */
     char wake_pending;           /* waker written, not yet drained */
     double slow_callback_duration;
+    char *readbuf;               /* shared by every transport's reads */
     PyObject *current_handle;    /* debug mode only */
     PyObject *weakreflist;
 } LoopObject;
 
 extern PyType_Spec evpy_loop_spec;
+
+/* -- I/O objects: what the reactor calls directly ------------------------- */
+
+/* Transports are I/O objects: the loop registers them in the fd table and
+ * queues their readiness in the ready ring like handles, as tagged
+ * pointers (objects are at least 8-byte aligned, so the low bits are free):
+ *   fd slot reader/writer: Handle *, or IOObject * | EVPY_TAG_IO
+ *   ready ring entry:      Handle *, or IOObject * | EVPY_READ/EVPY_WRITE */
+#define EVPY_TAG_IO ((uintptr_t)1)
+#define EVPY_TAG_MASK ((uintptr_t)3)
+#define EVPY_TAG(p) ((uintptr_t)(p) & EVPY_TAG_MASK)
+#define EVPY_UNTAG(p) ((PyObject *)((uintptr_t)(p) & ~EVPY_TAG_MASK))
+
+typedef struct IOObject IOObject;
+
+typedef struct {
+    /* Readiness for `events` (EVPY_READ or EVPY_WRITE) reached the front
+     * of the ready queue. Returns -1 only to propagate SystemExit or
+     * KeyboardInterrupt out of the loop. */
+    int (*on_event)(IOObject *self, unsigned events);
+    /* Short description for slow-callback logging in debug mode. */
+    const char *name;
+} evpy_io_vtable;
+
+/* Common head of every I/O object. The first field is asyncio's
+ * BaseTransport `_extra` slot: our transport types are subclasses of
+ * asyncio's transport classes and extend their layout. */
+struct IOObject {
+    PyObject_HEAD
+    PyObject *extra;               /* BaseTransport.__slots__ '_extra' */
+    const evpy_io_vtable *vt;
+    LoopObject *loop;              /* NULL when not attached */
+    int fd;
+};
+
+/* Registers io->fd with no interest yet; the fd slot keeps one reference
+ * to io until evpy_loop_io_detach. RuntimeError if the fd has readers. */
+int evpy_loop_io_attach(LoopObject *loop, IOObject *io);
+/* Sets the wanted interest, applied in one batch before the next wait. */
+int evpy_loop_io_want(LoopObject *loop, IOObject *io, unsigned want);
+unsigned evpy_loop_io_wanted(LoopObject *loop, IOObject *io);
+/* Unregisters now (the caller may close the fd next) and drops the slot's
+ * reference: the caller must hold its own. */
+void evpy_loop_io_detach(LoopObject *loop, IOObject *io);
+/* Schedules callable(arg) with call_soon semantics (cold paths). */
+int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
+/* The loop's shared read buffer of EVPY_READBUF_SIZE bytes. */
+#define EVPY_READBUF_SIZE (256 * 1024)
+char *evpy_loop_readbuf(LoopObject *loop);
+
+extern PyType_Spec evpy_stream_spec;
+int evpy_stream_check_layout(PyObject *base);
 
 /* -- Handle / TimerHandle ------------------------------------------------- */
 

@@ -417,6 +417,20 @@ fileobj_to_fd(PyObject *fileobj)
     return (int)fd;
 }
 
+/* asyncio refuses add/remove_reader/writer on an fd a transport owns. */
+static int
+loop_check_no_transport(LoopObject *self, int fd)
+{
+    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
+    if (slot != NULL && EVPY_TAG(slot->reader) == EVPY_TAG_IO) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "File descriptor %d is used by transport %R", fd,
+                     EVPY_UNTAG(slot->reader));
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
             unsigned which, const char *method)
@@ -442,6 +456,10 @@ loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (slot == NULL) {
         Py_DECREF(h);
         return PyErr_NoMemory();
+    }
+    if (loop_check_no_transport(self, fd) < 0) {
+        Py_DECREF(h);
+        return NULL;
     }
     int rc = evpy_fdtable_want(&self->fds, fd, slot->want | which);
     if (rc == 0) {
@@ -504,6 +522,9 @@ loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
     if (self->closed) {
         Py_RETURN_FALSE;
     }
+    if (loop_check_no_transport(self, fd) < 0) {
+        return NULL;
+    }
     return PyBool_FromLong(loop_drop_io(self, fd, which));
 }
 
@@ -529,6 +550,93 @@ static PyObject *
 loop_remove_writer(LoopObject *self, PyObject *fileobj)
 {
     return loop_remove_io(self, fileobj, EVPY_WRITE);
+}
+
+/* -- I/O objects (transports) ---------------------------------------------- */
+
+int
+evpy_loop_io_attach(LoopObject *self, IOObject *io)
+{
+    if (loop_check_closed(self) < 0) {
+        return -1;
+    }
+    evpy_fdslot_t *slot = evpy_fdtable_slot(&self->fds, io->fd);
+    if (slot == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (loop_check_no_transport(self, io->fd) < 0) {
+        return -1;
+    }
+    if (slot->reader != NULL || slot->writer != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "File descriptor %d has a reader or writer: remove "
+                     "it before making a transport of it", io->fd);
+        return -1;
+    }
+    slot->reader = slot->writer = (void *)((uintptr_t)io | EVPY_TAG_IO);
+    Py_INCREF(io);
+    io->loop = (LoopObject *)Py_NewRef((PyObject *)self);
+    return 0;
+}
+
+int
+evpy_loop_io_want(LoopObject *self, IOObject *io, unsigned want)
+{
+    int rc = evpy_fdtable_want(&self->fds, io->fd, want);
+    if (rc < 0) {
+        evpy_set_errno(rc);
+        return -1;
+    }
+    return 0;
+}
+
+unsigned
+evpy_loop_io_wanted(LoopObject *self, IOObject *io)
+{
+    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, io->fd);
+    return slot ? slot->want : 0;
+}
+
+void
+evpy_loop_io_detach(LoopObject *self, IOObject *io)
+{
+    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, io->fd);
+    if (slot != NULL && EVPY_UNTAG(slot->reader) == (PyObject *)io) {
+        (void)evpy_fdtable_want(&self->fds, io->fd, 0);
+        if (self->poller != NULL) {
+            (void)evpy_fdtable_apply(&self->fds, self->poller, io->fd);
+        }
+        slot->reader = slot->writer = NULL;
+        Py_DECREF(io); /* the caller holds its own reference */
+    }
+    Py_CLEAR(io->loop);
+}
+
+int
+evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
+{
+    if (loop_check_closed(self) < 0) {
+        return -1;
+    }
+    HandleObject *h = evpy_handle_new(self, self->st->HandleType, callable,
+                                      &arg, 1, NULL);
+    if (h == NULL) {
+        return -1;
+    }
+    return loop_push_ready(self, h);
+}
+
+char *
+evpy_loop_readbuf(LoopObject *self)
+{
+    if (self->readbuf == NULL) {
+        self->readbuf = PyMem_Malloc(EVPY_READBUF_SIZE);
+        if (self->readbuf == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return self->readbuf;
 }
 
 /* -- handles made and queued by the Python layer (signals) --------------- */
@@ -566,11 +674,22 @@ loop_call_handle(LoopObject *self, PyObject *handle)
 static int
 loop_queue_io(LoopObject *self, int fd, evpy_fdslot_t *slot, unsigned which)
 {
-    HandleObject *h = (HandleObject *)((which == EVPY_READ) ? slot->reader
-                                                            : slot->writer);
-    if (h == NULL || !(slot->want & which)) {
+    void *p = (which == EVPY_READ) ? slot->reader : slot->writer;
+    if (p == NULL || !(slot->want & which)) {
         return 0;
     }
+    if (EVPY_TAG(p) == EVPY_TAG_IO) {
+        PyObject *io = EVPY_UNTAG(p);
+        Py_INCREF(io);
+        if (evpy_ring_push(&self->ready, (void *)((uintptr_t)io | which))
+            < 0) {
+            Py_DECREF(io);
+            PyErr_NoMemory();
+            return -1;
+        }
+        return 0;
+    }
+    HandleObject *h = (HandleObject *)p;
     if (h->cancelled) {
         loop_drop_io(self, fd, which);
         return 0;
@@ -644,22 +763,55 @@ loop_poll(LoopObject *self, int64_t timeout_ns)
     return 0;
 }
 
-static int
-loop_run_debug(LoopObject *self, HandleObject *h)
+/* Runs one ready-queue entry: a Handle or a tagged I/O event. */
+static inline int
+loop_run_entry(void *entry)
 {
-    Py_XSETREF(self->current_handle, Py_NewRef((PyObject *)h));
+    uintptr_t tag = EVPY_TAG(entry);
+    if (tag == 0) {
+        HandleObject *h = (HandleObject *)entry;
+        return h->cancelled ? 0 : evpy_handle_run(h);
+    }
+    IOObject *io = (IOObject *)EVPY_UNTAG(entry);
+    return io->vt->on_event(io, (unsigned)tag);
+}
+
+static int
+loop_run_debug(LoopObject *self, void *entry)
+{
+    PyObject *obj = EVPY_UNTAG(entry);
+    if (EVPY_TAG(entry) == 0) {
+        if (((HandleObject *)obj)->cancelled) {
+            return 0;
+        }
+        Py_XSETREF(self->current_handle, Py_NewRef(obj));
+    }
     int64_t t0 = evpy_clock_now_ns();
-    int rc = evpy_handle_run(h);
+    int rc = loop_run_entry(entry);
     double dt = (double)(evpy_clock_now_ns() - t0) / 1e9;
     Py_CLEAR(self->current_handle);
     if (rc == 0 && dt >= self->slow_callback_duration) {
+        PyObject *what = obj;
+        if (EVPY_TAG(entry) != 0) {
+            what = PyUnicode_FromFormat(
+                "<I/O %s %s of %R>", ((IOObject *)obj)->vt->name,
+                EVPY_TAG(entry) == EVPY_READ ? "read" : "write", obj);
+            if (what == NULL) {
+                return -1;
+            }
+        }
+        else {
+            Py_INCREF(what);
+        }
         PyObject *pdt = PyFloat_FromDouble(dt);
         if (pdt == NULL) {
+            Py_DECREF(what);
             return -1;
         }
         PyObject *r = PyObject_CallMethodObjArgs(
-            (PyObject *)self, self->st->str_on_slow_callback,
-            (PyObject *)h, pdt, NULL);
+            (PyObject *)self, self->st->str_on_slow_callback, what, pdt,
+            NULL);
+        Py_DECREF(what);
         Py_DECREF(pdt);
         if (r == NULL) {
             return -1;
@@ -687,7 +839,7 @@ loop_run_once(LoopObject *self)
         return -1;
     }
 
-    int64_t now = evpy_clock_now_ns();
+    int64_t now = self->timers.len ? evpy_clock_now_ns() : 0;
     evpy_timer_t *t;
     while ((t = evpy_timerheap_peek(&self->timers)) != NULL
            && t->deadline_ns <= now) {
@@ -702,12 +854,10 @@ loop_run_once(LoopObject *self)
      * next iteration. */
     size_t ntodo = self->ready.len;
     for (size_t i = 0; i < ntodo && self->ready.len; i++) {
-        HandleObject *h = evpy_ring_pop(&self->ready);
-        int rc = 0;
-        if (!h->cancelled) {
-            rc = self->debug ? loop_run_debug(self, h) : evpy_handle_run(h);
-        }
-        Py_DECREF(h);
+        void *entry = evpy_ring_pop(&self->ready);
+        int rc = self->debug ? loop_run_debug(self, entry)
+                             : loop_run_entry(entry);
+        Py_DECREF(EVPY_UNTAG(entry));
         if (rc < 0) {
             return -1;
         }
@@ -754,12 +904,22 @@ loop_drop_queues(LoopObject *self)
         Py_DECREF(EVPY_HANDLE_FROM_TIMER(t));
     }
     while (self->ready.len) {
-        Py_DECREF((PyObject *)evpy_ring_pop(&self->ready));
+        Py_DECREF(EVPY_UNTAG(evpy_ring_pop(&self->ready)));
     }
     for (int fd = 0; fd < self->fds.cap; fd++) {
         evpy_fdslot_t *s = &self->fds.slots[fd];
-        Py_CLEAR(*(PyObject **)&s->reader);
-        Py_CLEAR(*(PyObject **)&s->writer);
+        void *r = s->reader, *w = s->writer;
+        s->reader = s->writer = NULL;
+        if (EVPY_TAG(r) == EVPY_TAG_IO) {
+            /* One reference for both pointers; detach the object so it
+             * no longer thinks it is registered. */
+            IOObject *io = (IOObject *)EVPY_UNTAG(r);
+            Py_CLEAR(io->loop);
+            Py_DECREF(io);
+            continue;
+        }
+        Py_XDECREF((PyObject *)r);
+        Py_XDECREF((PyObject *)w);
     }
 }
 
@@ -777,6 +937,8 @@ loop_release(LoopObject *self)
     evpy_ring_free(&self->ready);
     PyMem_Free(self->events);
     self->events = NULL;
+    PyMem_Free(self->readbuf);
+    self->readbuf = NULL;
     self->events_cap = 0;
 }
 
@@ -856,14 +1018,17 @@ loop_traverse(LoopObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->current_handle);
     for (size_t i = 0; i < self->ready.len; i++) {
-        Py_VISIT((PyObject *)evpy_ring_at(&self->ready, i));
+        Py_VISIT(EVPY_UNTAG(evpy_ring_at(&self->ready, i)));
     }
     for (size_t i = 0; i < self->timers.len; i++) {
         Py_VISIT(EVPY_HANDLE_FROM_TIMER(self->timers.items[i]));
     }
     for (int fd = 0; fd < self->fds.cap; fd++) {
-        Py_VISIT((PyObject *)self->fds.slots[fd].reader);
-        Py_VISIT((PyObject *)self->fds.slots[fd].writer);
+        void *r = self->fds.slots[fd].reader;
+        Py_VISIT(EVPY_UNTAG(r));
+        if (EVPY_TAG(r) != EVPY_TAG_IO) { /* an I/O object fills both */
+            Py_VISIT((PyObject *)self->fds.slots[fd].writer);
+        }
     }
     return 0;
 }

@@ -71,16 +71,31 @@ module_exec(PyObject *mod)
     if (st->TimerHandleType == NULL) {
         return -1;
     }
+    PyObject *transport_base = import_attr("asyncio", "Transport");
+    if (transport_base == NULL
+        || evpy_stream_check_layout(transport_base) < 0) {
+        Py_XDECREF(transport_base);
+        return -1;
+    }
+    st->StreamType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_stream_spec, transport_base);
+    Py_DECREF(transport_base);
+    if (st->StreamType == NULL) {
+        return -1;
+    }
     if (PyModule_AddType(mod, st->LoopType) < 0
         || PyModule_AddType(mod, st->HandleType) < 0
-        || PyModule_AddType(mod, st->TimerHandleType) < 0) {
+        || PyModule_AddType(mod, st->TimerHandleType) < 0
+        || PyModule_AddType(mod, st->StreamType) < 0) {
         return -1;
     }
 
     st->Future = import_attr("asyncio", "Future");
+    st->BufferedProtocol = import_attr("asyncio", "BufferedProtocol");
     st->partial_type = import_attr("functools", "partial");
     st->iscoroutine = import_attr("asyncio", "iscoroutine");
-    if (st->Future == NULL || st->partial_type == NULL
+    if (st->Future == NULL || st->BufferedProtocol == NULL
+        || st->partial_type == NULL
         || st->iscoroutine == NULL) {
         return -1;
     }
@@ -119,7 +134,9 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->LoopType);
     Py_VISIT(st->HandleType);
     Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->StreamType);
     Py_VISIT(st->Future);
+    Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->partial_type);
     Py_VISIT(st->iscoroutine);
     Py_VISIT(st->format_module);
@@ -133,7 +150,9 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->StreamType);
     Py_CLEAR(st->Future);
+    Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->partial_type);
     Py_CLEAR(st->iscoroutine);
     Py_CLEAR(st->format_module);

@@ -20,7 +20,8 @@ import traceback
 import warnings
 import weakref
 
-from . import _core, _format
+from . import _core, _format, transports
+from .net import NetMixin
 
 logger = logging.getLogger('asyncio')
 
@@ -54,7 +55,7 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class Loop(_core.Loop, asyncio.AbstractEventLoop):
+class Loop(_core.Loop, NetMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop running on evpy's C reactor."""
 
     def __init__(self):
@@ -422,6 +423,14 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         """Called by the C core in debug mode for a slow callback."""
         logger.warning('Executing %s took %.3f seconds',
                        _format.format_handle(handle), seconds)
+
+    # -- transports -------------------------------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        """Wrap a connected non-blocking stream socket in a transport."""
+        return transports.SocketTransport(self, sock, protocol, waiter,
+                                          extra, server)
 
     # -- signals ----------------------------------------------------------------
 

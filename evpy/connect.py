@@ -1,0 +1,296 @@
+"""Outgoing stream connections: create_connection (with Happy Eyeballs),
+create_unix_connection and connect_accepted_socket.
+
+Every connected socket becomes a transport through the loop's
+``_make_socket_transport`` (evpy's C stream transport).
+"""
+
+import collections
+import functools
+import itertools
+import logging
+import os
+import socket
+import sys
+
+from asyncio import staggered
+
+from .sock import check_ssl_socket, tls_unsupported
+
+logger = logging.getLogger('asyncio')
+
+_PY312 = sys.version_info >= (3, 12)
+_PY313 = sys.version_info >= (3, 13)
+
+
+def _interleave_addrinfos(infos, first_family_count=1):
+    """Reorder infos so that address families alternate, the first family
+    keeping `first_family_count` addresses in front (RFC 8305)."""
+    by_family = collections.OrderedDict()
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    groups = list(by_family.values())
+    result = []
+    if first_family_count > 1:
+        result.extend(groups[0][:first_family_count - 1])
+        del groups[0][:first_family_count - 1]
+    result.extend(info for info in itertools.chain.from_iterable(
+        itertools.zip_longest(*groups)) if info is not None)
+    return result
+
+
+def _bind_error(laddr, exc):
+    text = str(exc).lower() if _PY313 else exc.strerror.lower()
+    return OSError(exc.errno,
+                   f'error while attempting to bind on address {laddr!r}: '
+                   f'{text}')
+
+
+class ConnectMixin:
+    """create_connection, create_unix_connection, connect_accepted_socket."""
+
+    async def _connect_sock(self, exceptions, addr_info,
+                            local_addr_infos=None):
+        """Create, optionally bind, and connect one socket."""
+        mine = []
+        exceptions.append(mine)
+        family, type_, proto, _, address = addr_info
+        sock = None
+        try:
+            sock = socket.socket(family=family, type=type_, proto=proto)
+            sock.setblocking(False)
+            if local_addr_infos is not None:
+                for lfamily, _, _, _, laddr in local_addr_infos:
+                    if lfamily != family:
+                        continue
+                    try:
+                        sock.bind(laddr)
+                        break
+                    except OSError as exc:
+                        mine.append(_bind_error(laddr, exc))
+                else:
+                    if mine:
+                        raise mine.pop()
+                    raise OSError(
+                        f'no matching local address with {family=} found')
+            await self.sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            mine.append(exc)
+            if sock is not None:
+                sock.close()
+            raise
+        except:  # noqa: E722 - close the socket on cancellation too
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            exceptions = mine = None
+
+    if _PY312:
+        async def create_connection(
+                self, protocol_factory, host=None, port=None,
+                *, ssl=None, family=0, proto=0, flags=0, sock=None,
+                local_addr=None, server_hostname=None,
+                ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+                happy_eyeballs_delay=None, interleave=None, all_errors=False):
+            """Open a TCP connection to host:port (or wrap a connected
+            sock); return (transport, protocol)."""
+            return await self._create_connection(
+                protocol_factory, host, port, ssl, family, proto, flags,
+                sock, local_addr, server_hostname, ssl_handshake_timeout,
+                ssl_shutdown_timeout, happy_eyeballs_delay, interleave,
+                all_errors)
+    else:
+        async def create_connection(
+                self, protocol_factory, host=None, port=None,
+                *, ssl=None, family=0, proto=0, flags=0, sock=None,
+                local_addr=None, server_hostname=None,
+                ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+                happy_eyeballs_delay=None, interleave=None):
+            """Open a TCP connection to host:port (or wrap a connected
+            sock); return (transport, protocol)."""
+            return await self._create_connection(
+                protocol_factory, host, port, ssl, family, proto, flags,
+                sock, local_addr, server_hostname, ssl_handshake_timeout,
+                ssl_shutdown_timeout, happy_eyeballs_delay, interleave,
+                False)
+
+    async def _create_connection(
+            self, protocol_factory, host, port, ssl, family, proto, flags,
+            sock, local_addr, server_hostname, ssl_handshake_timeout,
+            ssl_shutdown_timeout, happy_eyeballs_delay, interleave,
+            all_errors):
+        if server_hostname is not None and not ssl:
+            raise ValueError('server_hostname is only meaningful with ssl')
+        if server_hostname is None and ssl:
+            if not host:
+                raise ValueError('You must set server_hostname '
+                                 'when using ssl without a host')
+            server_hostname = host
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError(
+                'ssl_handshake_timeout is only meaningful with ssl')
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError(
+                'ssl_shutdown_timeout is only meaningful with ssl')
+        if sock is not None:
+            check_ssl_socket(sock)
+        if ssl:
+            raise tls_unsupported()
+
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1  # Happy Eyeballs alternates families by default
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError(
+                    'host/port and sock can not be specified at the same time')
+            sock = await self._connect_host(
+                host, port, family, proto, flags, local_addr,
+                happy_eyeballs_delay, interleave, all_errors)
+        else:
+            if sock is None:
+                raise ValueError(
+                    'host and port was not specified and no sock specified')
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(
+                    f'A Stream Socket was expected, got {sock!r}')
+
+        transport, protocol = await self._create_connection_transport(
+            sock, protocol_factory)
+        if self._debug:
+            logger.debug('%r connected to %s:%r: (%r, %r)',
+                         transport.get_extra_info('socket'), host, port,
+                         transport, protocol)
+        return transport, protocol
+
+    async def _connect_host(self, host, port, family, proto, flags,
+                            local_addr, happy_eyeballs_delay, interleave,
+                            all_errors):
+        infos = await self._ensure_resolved(
+            (host, port), family=family, type=socket.SOCK_STREAM,
+            proto=proto, flags=flags, loop=self)
+        if not infos:
+            raise OSError('getaddrinfo() returned empty list')
+        if local_addr is not None:
+            laddr_infos = await self._ensure_resolved(
+                local_addr, family=family, type=socket.SOCK_STREAM,
+                proto=proto, flags=flags, loop=self)
+            if not laddr_infos:
+                raise OSError('getaddrinfo() returned empty list')
+        else:
+            laddr_infos = None
+        if interleave:
+            infos = _interleave_addrinfos(infos, interleave)
+
+        exceptions = []
+        sock = None
+        if happy_eyeballs_delay is None:
+            for info in infos:
+                try:
+                    sock = await self._connect_sock(exceptions, info,
+                                                    laddr_infos)
+                    break
+                except OSError:
+                    continue
+        else:
+            sock, _, _ = await staggered.staggered_race(
+                (functools.partial(self._connect_sock, exceptions, info,
+                                   laddr_infos) for info in infos),
+                happy_eyeballs_delay, loop=self)
+        if sock is not None:
+            return sock
+
+        errors = [exc for group in exceptions for exc in group]
+        try:
+            if all_errors:
+                raise ExceptionGroup('create_connection failed', errors)
+            if len(errors) == 1:
+                raise errors[0]
+            first = str(errors[0])
+            if all(str(exc) == first for exc in errors):
+                raise errors[0]
+            raise OSError('Multiple exceptions: {}'.format(
+                ', '.join(str(exc) for exc in errors)))
+        finally:
+            errors = exceptions = None
+
+    async def _create_connection_transport(self, sock, protocol_factory):
+        sock.setblocking(False)
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = self._make_socket_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except:  # noqa: E722 - also on cancellation
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def create_unix_connection(
+            self, protocol_factory, path=None, *, ssl=None, sock=None,
+            server_hostname=None, ssl_handshake_timeout=None,
+            ssl_shutdown_timeout=None):
+        """Connect to the Unix socket at path (or wrap a connected sock);
+        return (transport, protocol)."""
+        assert server_hostname is None or isinstance(server_hostname, str)
+        if ssl:
+            if server_hostname is None:
+                raise ValueError(
+                    'you have to pass server_hostname when using ssl')
+            raise tls_unsupported()
+        if server_hostname is not None:
+            raise ValueError('server_hostname is only meaningful with ssl')
+        if ssl_handshake_timeout is not None:
+            raise ValueError(
+                'ssl_handshake_timeout is only meaningful with ssl')
+        if ssl_shutdown_timeout is not None:
+            raise ValueError(
+                'ssl_shutdown_timeout is only meaningful with ssl')
+
+        if path is not None:
+            if sock is not None:
+                raise ValueError(
+                    'path and sock can not be specified at the same time')
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, path)
+            except:  # noqa: E722 - also on cancellation
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError('no path and sock were specified')
+            if (sock.family != socket.AF_UNIX
+                    or sock.type != socket.SOCK_STREAM):
+                raise ValueError(
+                    f'A UNIX Domain Stream Socket was expected, got {sock!r}')
+            sock.setblocking(False)
+        return await self._create_connection_transport(sock, protocol_factory)
+
+    async def connect_accepted_socket(
+            self, protocol_factory, sock, *, ssl=None,
+            ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        """Wrap a socket accepted outside asyncio in a transport."""
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f'A Stream Socket was expected, got {sock!r}')
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError(
+                'ssl_handshake_timeout is only meaningful with ssl')
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError(
+                'ssl_shutdown_timeout is only meaningful with ssl')
+        check_ssl_socket(sock)
+        if ssl:
+            raise tls_unsupported()
+        transport, protocol = await self._create_connection_transport(
+            sock, protocol_factory)
+        if self._debug:
+            logger.debug('%r handled: (%r, %r)',
+                         transport.get_extra_info('socket'), transport,
+                         protocol)
+        return transport, protocol
+

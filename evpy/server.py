@@ -1,0 +1,515 @@
+"""Listening servers: the Server object, create_server, create_unix_server
+and the accept loop.
+
+The accept loop watches each listening socket with add_reader, accepts up to
+`backlog` connections per readiness event and hands each one to the loop's
+``_make_socket_transport`` (evpy's C stream transport), which attaches it to
+the server.  When accept() runs out of descriptors or memory the error goes
+to the exception handler and accepting pauses for
+``asyncio.constants.ACCEPT_RETRY_DELAY`` seconds, as in asyncio.
+"""
+
+import asyncio
+import collections.abc
+import errno
+import itertools
+import logging
+import os
+import socket
+import stat
+import sys
+import weakref
+
+from asyncio import constants, trsock
+
+from .sock import check_ssl_socket, tls_unsupported
+
+logger = logging.getLogger('asyncio')
+
+_PY312 = sys.version_info >= (3, 12)
+_PY313 = sys.version_info >= (3, 13)
+_HAS_IPv6 = hasattr(socket, 'AF_INET6')
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _set_reuseport(sock):
+    if not hasattr(socket, 'SO_REUSEPORT'):
+        raise ValueError('reuse_port not supported by socket module')
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError('reuse_port not supported by socket module, '
+                         'SO_REUSEPORT defined but not implemented.')
+
+
+def _is_abstract(path):
+    return path[0] in (0, '\x00')
+
+
+class Server(asyncio.AbstractServer):
+    """What create_server() and create_unix_server() return."""
+
+    def __init__(self, loop, sockets, protocol_factory, ssl_context, backlog,
+                 ssl_handshake_timeout, ssl_shutdown_timeout=None):
+        self._loop = loop
+        self._sockets = sockets
+        # Weak: an abandoned transport must stay collectable (and warn).
+        self._clients = weakref.WeakSet()
+        self._waiters = []
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._serving = False
+        self._serving_forever_fut = None
+        # Unix socket files to unlink on close: {sock: inode}.
+        self._unix_files = {}
+
+    def __repr__(self):
+        return f'<{type(self).__name__} sockets={self.sockets!r}>'
+
+    # -- called by the transports -------------------------------------------
+
+    def _attach(self, transport):
+        assert self._sockets is not None
+        self._clients.add(transport)
+
+    def _detach(self, transport):
+        self._clients.discard(transport)
+        if not self._clients and self._sockets is None:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters = self._waiters
+        self._waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- public API ---------------------------------------------------------
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        for sock in self._sockets:
+            sock.listen(self._backlog)
+            self._loop._start_serving(
+                self._protocol_factory, sock, self._ssl_context, self,
+                self._backlog, self._ssl_handshake_timeout,
+                self._ssl_shutdown_timeout)
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self):
+        return self._serving
+
+    @property
+    def sockets(self):
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    def close(self):
+        """Stop listening; connections already accepted stay open."""
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        for sock in sockets:
+            self._loop._stop_serving(sock)
+            self._unlink_unix_file(sock)
+        self._serving = False
+        fut = self._serving_forever_fut
+        if fut is not None and not fut.done():
+            fut.cancel()
+            self._serving_forever_fut = None
+        if not self._clients:
+            self._wakeup()
+
+    def _unlink_unix_file(self, sock):
+        entry = self._unix_files.pop(sock, None)
+        if entry is None:
+            return
+        path, inode = entry
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            logger.error('Unable to clean up listening UNIX socket %r: %r',
+                         path, err)
+
+    if _PY313:
+        def close_clients(self):
+            """Close every connection accepted by this server."""
+            for transport in self._clients.copy():
+                transport.close()
+
+        def abort_clients(self):
+            """Abort every connection accepted by this server."""
+            for transport in self._clients.copy():
+                transport.abort()
+
+    async def start_serving(self):
+        self._start_serving()
+        await asyncio.sleep(0)  # let the add_reader calls take effect
+
+    async def serve_forever(self):
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(
+                f'server {self!r} is already being awaited on '
+                f'serve_forever()')
+        if self._sockets is None:
+            raise RuntimeError(f'server {self!r} is closed')
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        """Wait until the server is closed and (3.12+) every connection it
+        accepted is gone.  On 3.11 a closed server returns at once, as
+        asyncio does there."""
+        if self._waiters is None:
+            return
+        if not _PY312 and self._sockets is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class ServerMixin:
+    """create_server, create_unix_server and the accept loop."""
+
+    # -- the accept loop ------------------------------------------------------
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None,
+                       server=None, backlog=100, ssl_handshake_timeout=None,
+                       ssl_shutdown_timeout=None):
+        if sslcontext:
+            raise tls_unsupported()
+        self.add_reader(sock.fileno(), self._accept_connection,
+                        protocol_factory, sock, server, backlog)
+
+    def _resume_accepting(self, protocol_factory, sock, server, backlog):
+        if sock.fileno() == -1 or (server is not None
+                                   and not server.is_serving()):
+            return  # closed while accepting was paused
+        self.add_reader(sock.fileno(), self._accept_connection,
+                        protocol_factory, sock, server, backlog)
+
+    def _accept_connection(self, protocol_factory, sock, server, backlog):
+        for _ in range(backlog):
+            if sock.fileno() == -1:
+                return  # a protocol factory closed the server
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError,
+                    ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise  # logged by the loop's callback error handling
+                # Linux keeps reporting the socket readable: stop watching
+                # it for a while instead of spinning.
+                self.call_exception_handler({
+                    'message': 'socket.accept() out of system resource',
+                    'exception': exc,
+                    'socket': trsock.TransportSocket(sock),
+                })
+                self.remove_reader(sock.fileno())
+                self.call_later(constants.ACCEPT_RETRY_DELAY,
+                                self._resume_accepting, protocol_factory,
+                                sock, server, backlog)
+                return
+            if self._debug:
+                logger.debug('%r got a new connection from %r: %r',
+                             server, addr, conn)
+            self._accepted(protocol_factory, conn, addr, server)
+
+    def _accepted(self, protocol_factory, conn, addr, server):
+        protocol = None
+        try:
+            conn.setblocking(False)
+            protocol = protocol_factory()
+            self._make_socket_transport(
+                conn, protocol, extra={'peername': addr}, server=server)
+        except (SystemExit, KeyboardInterrupt):
+            conn.close()
+            raise
+        except BaseException as exc:
+            conn.close()
+            if self._debug:
+                context = {
+                    'message': 'Error on transport creation for incoming '
+                               'connection',
+                    'exception': exc,
+                }
+                if protocol is not None:
+                    context['protocol'] = protocol
+                self.call_exception_handler(context)
+
+    def _stop_serving(self, sock):
+        if sock.fileno() != -1:
+            self.remove_reader(sock.fileno())
+        sock.close()
+
+    # -- TCP --------------------------------------------------------------------
+
+    async def _server_addrinfos(self, host, port, family, flags):
+        infos = await self._ensure_resolved(
+            (host, port), family=family, type=socket.SOCK_STREAM,
+            flags=flags, loop=self)
+        if not infos:
+            raise OSError(f'getaddrinfo({host!r}) returned empty list')
+        return infos
+
+    async def _bound_sockets(self, host, port, family, flags, reuse_address,
+                             reuse_port, keep_alive):
+        if reuse_address is None:
+            reuse_address = os.name == 'posix' and sys.platform != 'cygwin'
+        if host == '':
+            hosts = [None]
+        elif (isinstance(host, str)
+              or not isinstance(host, collections.abc.Iterable)):
+            hosts = [host]
+        else:
+            hosts = host
+        infos = await asyncio.gather(*[
+            self._server_addrinfos(h, port, family, flags) for h in hosts])
+        infos = set(itertools.chain.from_iterable(infos))
+
+        sockets = []
+        completed = False
+        try:
+            for af, socktype, proto, _, sa in infos:
+                try:
+                    sock = socket.socket(af, socktype, proto)
+                except OSError:
+                    if self._debug:
+                        logger.warning('create_server() failed to create '
+                                       'socket.socket(%r, %r, %r)',
+                                       af, socktype, proto, exc_info=True)
+                    continue
+                sockets.append(sock)
+                if reuse_address:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR,
+                                    True)
+                if reuse_port:
+                    _set_reuseport(sock)
+                if keep_alive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE,
+                                    True)
+                if (_HAS_IPv6 and af == socket.AF_INET6
+                        and hasattr(socket, 'IPPROTO_IPV6')):
+                    # One socket per family, as on every platform.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                                    True)
+                try:
+                    sock.bind(sa)
+                except OSError as err:
+                    text = str(err).lower() if _PY313 else (
+                        err.strerror.lower())
+                    msg = ('error while attempting to bind on address '
+                           f'{sa!r}: {text}')
+                    if _PY313 and err.errno == errno.EADDRNOTAVAIL:
+                        # The family is probably disabled (bpo-30945).
+                        sockets.pop()
+                        sock.close()
+                        if self._debug:
+                            logger.warning(msg)
+                        continue
+                    raise OSError(err.errno, msg) from None
+            if _PY313 and not sockets:
+                raise OSError('could not bind on any address out of %r'
+                              % ([info[4] for info in infos],))
+            completed = True
+        finally:
+            if not completed:
+                for sock in sockets:
+                    sock.close()
+        return sockets
+
+    async def _create_server(self, protocol_factory, host, port, family,
+                             flags, sock, backlog, ssl, reuse_address,
+                             reuse_port, keep_alive, ssl_handshake_timeout,
+                             ssl_shutdown_timeout, start_serving):
+        if isinstance(ssl, bool):
+            raise TypeError('ssl argument must be an SSLContext or None')
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError(
+                'ssl_handshake_timeout is only meaningful with ssl')
+        if ssl_shutdown_timeout is not None and ssl is None:
+            raise ValueError(
+                'ssl_shutdown_timeout is only meaningful with ssl')
+        if sock is not None:
+            check_ssl_socket(sock)
+        if ssl is not None:
+            raise tls_unsupported()
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError(
+                    'host/port and sock can not be specified at the same time')
+            sockets = await self._bound_sockets(
+                host, port, family, flags, reuse_address, reuse_port,
+                keep_alive)
+        else:
+            if sock is None:
+                raise ValueError('Neither host/port nor sock were specified')
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f'A Stream Socket was expected, got {sock!r}')
+            sockets = [sock]
+        for s in sockets:
+            s.setblocking(False)
+
+        server = Server(self, sockets, protocol_factory, ssl, backlog,
+                        ssl_handshake_timeout, ssl_shutdown_timeout)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        if self._debug:
+            logger.info('%r is serving', server)
+        return server
+
+    if _PY313:
+        async def create_server(
+                self, protocol_factory, host=None, port=None, *,
+                family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
+                backlog=100, ssl=None, reuse_address=None, reuse_port=None,
+                keep_alive=None, ssl_handshake_timeout=None,
+                ssl_shutdown_timeout=None, start_serving=True):
+            """Listen on host:port (every address it resolves to; host may
+            be a sequence) or on sock; return a Server."""
+            return await self._create_server(
+                protocol_factory, host, port, family, flags, sock, backlog,
+                ssl, reuse_address, reuse_port, keep_alive,
+                ssl_handshake_timeout, ssl_shutdown_timeout, start_serving)
+    else:
+        async def create_server(
+                self, protocol_factory, host=None, port=None, *,
+                family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
+                backlog=100, ssl=None, reuse_address=None, reuse_port=None,
+                ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+                start_serving=True):
+            """Listen on host:port (every address it resolves to; host may
+            be a sequence) or on sock; return a Server."""
+            return await self._create_server(
+                protocol_factory, host, port, family, flags, sock, backlog,
+                ssl, reuse_address, reuse_port, None,
+                ssl_handshake_timeout, ssl_shutdown_timeout, start_serving)
+
+    # -- Unix sockets -------------------------------------------------------------
+
+    async def _create_unix_server(self, protocol_factory, path, sock,
+                                  backlog, ssl, ssl_handshake_timeout,
+                                  ssl_shutdown_timeout, start_serving,
+                                  cleanup_socket):
+        if isinstance(ssl, bool):
+            raise TypeError('ssl argument must be an SSLContext or None')
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError(
+                'ssl_handshake_timeout is only meaningful with ssl')
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError(
+                'ssl_shutdown_timeout is only meaningful with ssl')
+        if ssl:
+            raise tls_unsupported()
+
+        if path is not None:
+            if sock is not None:
+                raise ValueError(
+                    'path and sock can not be specified at the same time')
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if not _is_abstract(path):
+                self._remove_stale_unix_socket(path)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE,
+                                  f'Address {path!r} is already in use'
+                                  ) from None
+                raise
+            except:  # noqa: E722 - close on any other failure too
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError(
+                    'path was not specified, and no sock specified')
+            if (sock.family != socket.AF_UNIX
+                    or sock.type != socket.SOCK_STREAM):
+                raise ValueError(
+                    f'A UNIX Domain Stream Socket was expected, got {sock!r}')
+
+        unix_file = None
+        if cleanup_socket:
+            name = sock.getsockname()
+            if name and not _is_abstract(name):
+                try:
+                    unix_file = (name, os.stat(name).st_ino)
+                except FileNotFoundError:
+                    pass
+
+        sock.setblocking(False)
+        server = Server(self, [sock], protocol_factory, ssl, backlog,
+                        ssl_handshake_timeout, ssl_shutdown_timeout)
+        if unix_file is not None:
+            server._unix_files[sock] = unix_file
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    @staticmethod
+    def _remove_stale_unix_socket(path):
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            # The directory may only allow creating the socket.
+            logger.error('Unable to check or remove stale UNIX socket '
+                         '%r: %r', path, err)
+
+    if _PY313:
+        async def create_unix_server(
+                self, protocol_factory, path=None, *, sock=None, backlog=100,
+                ssl=None, ssl_handshake_timeout=None,
+                ssl_shutdown_timeout=None, start_serving=True,
+                cleanup_socket=True):
+            """Listen on the Unix socket path (a stale socket file there
+            is replaced) or on sock; return a Server.  With cleanup_socket
+            the socket file is removed when the server closes."""
+            return await self._create_unix_server(
+                protocol_factory, path, sock, backlog, ssl,
+                ssl_handshake_timeout, ssl_shutdown_timeout, start_serving,
+                cleanup_socket)
+    else:
+        async def create_unix_server(
+                self, protocol_factory, path=None, *, sock=None, backlog=100,
+                ssl=None, ssl_handshake_timeout=None,
+                ssl_shutdown_timeout=None, start_serving=True):
+            """Listen on the Unix socket path (a stale socket file there
+            is replaced) or on sock; return a Server."""
+            return await self._create_unix_server(
+                protocol_factory, path, sock, backlog, ssl,
+                ssl_handshake_timeout, ssl_shutdown_timeout, start_serving,
+                False)

@@ -1,0 +1,319 @@
+"""Socket operations of the loop: name resolution and the awaitable
+sock_* methods (sock_recv, sock_recv_into, sock_sendall, sock_connect,
+sock_accept).
+
+Each sock_* method tries the system call first and registers interest in
+the descriptor only when the call would block; the registration is removed
+as soon as the operation's future is done, including on cancellation.
+"""
+
+import asyncio
+import logging
+import socket
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover - Python built without ssl
+    _ssl = None
+
+logger = logging.getLogger('asyncio')
+
+_HAS_IPv6 = hasattr(socket, 'AF_INET6')
+
+TLS_UNSUPPORTED = 'evpy: TLS is not supported yet'
+
+
+def check_ssl_socket(sock):
+    """asyncio refuses ssl.SSLSocket objects in every socket API."""
+    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
+        raise TypeError('Socket cannot be of type SSLSocket')
+
+
+def tls_unsupported():
+    return NotImplementedError(TLS_UNSUPPORTED)
+
+
+def numeric_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
+    """The getaddrinfo() entry for an already numeric host, or None when
+    the host needs resolving (names, service ports, zone indexes)."""
+    if host is None or proto not in (0, socket.IPPROTO_TCP,
+                                     socket.IPPROTO_UDP):
+        return None
+    if type == socket.SOCK_STREAM:
+        proto = socket.IPPROTO_TCP
+    elif type == socket.SOCK_DGRAM:
+        proto = socket.IPPROTO_UDP
+    else:
+        return None
+    if port is None or port == '' or port == b'':
+        port = 0
+    else:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            return None  # a service name such as 'http'
+    if family == socket.AF_UNSPEC:
+        families = (socket.AF_INET, socket.AF_INET6) if _HAS_IPv6 else (
+            socket.AF_INET,)
+    else:
+        families = (family,)
+    if isinstance(host, bytes):
+        host = host.decode('idna')
+    if '%' in host:
+        return None  # inet_pton() rejects '::1%lo'
+    for af in families:
+        try:
+            socket.inet_pton(af, host)
+        except OSError:
+            continue
+        if _HAS_IPv6 and af == socket.AF_INET6:
+            return af, type, proto, '', (host, port, flowinfo, scopeid)
+        return af, type, proto, '', (host, port)
+    return None
+
+
+def _future_set_result(fut, result):
+    if not fut.done():
+        fut.set_result(result)
+
+
+class SockMixin:
+    """getaddrinfo/getnameinfo and the sock_* coroutines."""
+
+    # -- name resolution --------------------------------------------------
+
+    def _getaddrinfo_logged(self, host, port, family, type, proto, flags):
+        parts = [f'{host}:{port!r}']
+        for name, value in (('family', family), ('type', type),
+                            ('proto', proto), ('flags', flags)):
+            if value:
+                parts.append(f'{name}={value!r}')
+        what = ', '.join(parts)
+        logger.debug('Get address info %s', what)
+        start = self.time()
+        infos = socket.getaddrinfo(host, port, family, type, proto, flags)
+        took = self.time() - start
+        text = (f'Getting address info {what} took {took * 1e3:.3f}ms: '
+                f'{infos!r}')
+        if took >= self.slow_callback_duration:
+            logger.info(text)
+        else:
+            logger.debug(text)
+        return infos
+
+    async def getaddrinfo(self, host, port, *,
+                          family=0, type=0, proto=0, flags=0):
+        """socket.getaddrinfo() in the default executor."""
+        func = (self._getaddrinfo_logged if self._debug
+                else socket.getaddrinfo)
+        return await self.run_in_executor(
+            None, func, host, port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        """socket.getnameinfo() in the default executor."""
+        return await self.run_in_executor(
+            None, socket.getnameinfo, sockaddr, flags)
+
+    async def _ensure_resolved(self, address, *, family=0,
+                               type=socket.SOCK_STREAM, proto=0, flags=0,
+                               loop=None):
+        host, port = address[:2]
+        info = numeric_addrinfo(host, port, family, type, proto, *address[2:])
+        if info is not None:
+            return [info]
+        loop = self if loop is None else loop
+        return await loop.getaddrinfo(host, port, family=family, type=type,
+                                      proto=proto, flags=flags)
+
+    # -- helpers ----------------------------------------------------------
+
+    def _check_sock(self, sock):
+        check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError('the socket must be non-blocking')
+
+    def _watch(self, fut, fd, writer, callback, *args):
+        """Register callback(*args) for fd until fut is done."""
+        if writer:
+            self.add_writer(fd, callback, *args)
+            fut.add_done_callback(lambda f: self._unwatch(fd, True))
+        else:
+            self.add_reader(fd, callback, *args)
+            fut.add_done_callback(lambda f: self._unwatch(fd, False))
+
+    def _unwatch(self, fd, writer):
+        if self.is_closed():
+            return
+        if writer:
+            self.remove_writer(fd)
+        else:
+            self.remove_reader(fd)
+
+    # -- reading ------------------------------------------------------------
+
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from the (non-blocking) socket."""
+        self._check_sock(sock)
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        self._watch(fut, sock.fileno(), False, self._sock_recv_ready,
+                    fut, sock, n)
+        return await fut
+
+    def _sock_recv_ready(self, fut, sock, n):
+        if fut.done():
+            return
+        try:
+            data = sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(data)
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into buf; return the number of bytes written."""
+        self._check_sock(sock)
+        try:
+            return sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        self._watch(fut, sock.fileno(), False, self._sock_recv_into_ready,
+                    fut, sock, buf)
+        return await fut
+
+    def _sock_recv_into_ready(self, fut, sock, buf):
+        if fut.done():
+            return
+        try:
+            nbytes = sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(nbytes)
+
+    # -- writing ------------------------------------------------------------
+
+    async def sock_sendall(self, sock, data):
+        """Send all of data; on error nothing tells how much was sent."""
+        self._check_sock(sock)
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        view = memoryview(data).cast('B')
+        if sent == len(view):
+            return
+        fut = self.create_future()
+        self._watch(fut, sock.fileno(), True, self._sock_sendall_ready,
+                    fut, sock, view, [sent])
+        return await fut
+
+    def _sock_sendall_ready(self, fut, sock, view, position):
+        if fut.done():
+            return
+        start = position[0]
+        try:
+            sent = sock.send(view[start:])
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            return
+        start += sent
+        if start == len(view):
+            fut.set_result(None)
+        else:
+            position[0] = start
+
+    # -- connecting and accepting --------------------------------------------
+
+    async def sock_connect(self, sock, address):
+        """Connect the socket to address, resolving host names first."""
+        self._check_sock(sock)
+        if sock.family == socket.AF_INET or (
+                _HAS_IPv6 and sock.family == socket.AF_INET6):
+            infos = await self._ensure_resolved(
+                address, family=sock.family, type=sock.type,
+                proto=sock.proto, loop=self)
+            address = infos[0][4]
+        try:
+            sock.connect(address)
+        except (BlockingIOError, InterruptedError):
+            pass  # in progress: wait until writable
+        else:
+            return None
+        fut = self.create_future()
+        self._watch(fut, sock.fileno(), True, self._sock_connect_ready,
+                    fut, sock, address)
+        try:
+            return await fut
+        finally:
+            fut = None  # break the cycle through the exception's traceback
+
+    def _sock_connect_ready(self, fut, sock, address):
+        if fut.done():
+            return
+        try:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err != 0:
+                raise OSError(err, f'Connect call failed {address}')
+        except (BlockingIOError, InterruptedError):
+            pass
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+        finally:
+            fut = None
+
+    async def sock_accept(self, sock):
+        """Accept a connection: return (conn, address), conn non-blocking."""
+        self._check_sock(sock)
+        try:
+            conn, address = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            pass
+        else:
+            conn.setblocking(False)
+            return conn, address
+        fut = self.create_future()
+        self._watch(fut, sock.fileno(), False, self._sock_accept_ready,
+                    fut, sock)
+        return await fut
+
+    def _sock_accept_ready(self, fut, sock):
+        if fut.done():
+            return
+        try:
+            conn, address = sock.accept()
+            conn.setblocking(False)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result((conn, address))
+
+    async def _wait_writable(self, fd):
+        """Wait until fd is writable (the registration ends with the wait)."""
+        fut = self.create_future()
+        self._watch(fut, fd, True, _future_set_result, fut, None)
+        await fut

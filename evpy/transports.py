@@ -1,0 +1,156 @@
+"""Stream transports: the Python half of evpy._core.StreamTransport.
+
+The C base class does everything per message (reads, writes, flow control,
+pause/resume); this class does what happens once per connection: set-up,
+the connection_lost call and socket close, error reporting, repr and the
+unclosed-transport warning. Behaviour follows asyncio's selector
+transports (selector_events._SelectorSocketTransport).
+"""
+
+import logging
+import socket
+import warnings
+
+from asyncio import trsock
+
+from . import _core
+
+logger = logging.getLogger('asyncio')
+
+
+def _set_nodelay(sock):
+    """TCP_NODELAY on TCP sockets, as asyncio does for every transport."""
+    if (hasattr(socket, 'TCP_NODELAY')
+            and sock.family in (socket.AF_INET, socket.AF_INET6)
+            and sock.type == socket.SOCK_STREAM
+            and sock.proto in (0, socket.IPPROTO_TCP)):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+class SocketTransport(_core.StreamTransport):
+    """Transport over a connected stream socket (TCP or Unix)."""
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None,
+                 server=None):
+        self._extra = {} if extra is None else dict(extra)
+        self._extra['socket'] = trsock.TransportSocket(sock)
+        try:
+            self._extra['sockname'] = sock.getsockname()
+        except OSError:
+            self._extra['sockname'] = None
+        if 'peername' not in self._extra:
+            try:
+                self._extra['peername'] = sock.getpeername()
+            except OSError:
+                self._extra['peername'] = None
+        self._attach(loop, sock, sock.fileno(), True)
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+        self._protocol_connected = True
+        self._server = server
+        if server is not None:
+            server._attach(self)
+        _set_nodelay(sock)
+        loop.call_soon(protocol.connection_made, self)
+        # Reading starts only after connection_made() has run.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append('closed')
+        elif self._closing:
+            info.append('closing')
+        info.append(f'fd={self._sock_fd}')
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            info.append('read=polling' if self._read_polled else 'read=idle')
+            state = 'polling' if self._write_polled else 'idle'
+            info.append(f'write=<{state}, '
+                        f'bufsize={self.get_write_buffer_size()}>')
+        return '<{}>'.format(' '.join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f'unclosed transport {self!r}', ResourceWarning,
+                  source=self)
+            self._detach()
+            self._sock.close()
+            self._sock = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                server._detach(self)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(
+                f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+        self._set_write_buffer_limits(high, low)
+
+    def _fatal_error(self, exc, message='Fatal error on transport'):
+        """Report exc (OSErrors only in debug mode) and close now."""
+        if isinstance(exc, OSError):
+            if self._loop is not None and self._loop.get_debug():
+                logger.debug('%r: %s', self, message, exc_info=True)
+        elif self._loop is not None:
+            self._loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self,
+                'protocol': self._protocol,
+            })
+        self._force_close(exc)
+
+    def _flow_control_failed(self, name, exc):
+        self._loop.call_exception_handler({
+            'message': f'protocol.{name}() failed',
+            'exception': exc,
+            'transport': self,
+            'protocol': self._protocol,
+        })
+
+    def _warn_write_after_close(self):
+        logger.warning('socket.send() raised exception.')
+
+    def _call_connection_lost(self, exc):
+        if self._sock is None:
+            return
+        try:
+            if self._protocol_connected and self._protocol is not None:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._detach()
+            self._sock.close()
+            self._sock = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                server._detach(self)
+            waiter = self._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(
+                    ConnectionError('Connection is closed by peer'))
+
+    def _make_empty_waiter(self):
+        if self._empty_waiter is not None:
+            raise RuntimeError('Empty waiter is already set')
+        waiter = self._loop.create_future()
+        self._empty_waiter = waiter
+        if not self.get_write_buffer_size():
+            waiter.set_result(None)
+        return waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
