@@ -1,0 +1,544 @@
+"""create_server and the Server object: addresses, socket options, serving
+control, closing semantics, the accept loop (backlog bursts, EMFILE) and
+argument checking."""
+import asyncio
+import errno
+import os
+import resource
+import socket
+import sys
+
+import pytest
+
+TIMEOUT = 20.0
+PY312 = sys.version_info >= (3, 12)
+PY313 = sys.version_info >= (3, 13)
+
+
+def run(loop, coro, timeout=TIMEOUT):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def has_ipv6():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(('::1', 0))
+    except OSError:
+        return False
+    return True
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def eof_received(self):
+        self.transport.close()
+
+
+class Client(asyncio.Protocol):
+    def __init__(self, loop):
+        self.data = bytearray()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+async def roundtrip(loop, addr, family=socket.AF_INET, msg=b'ping'):
+    """Connect, send msg, half-close, return the echoed bytes."""
+    if family == socket.AF_UNIX:
+        tr, pr = await loop.create_unix_connection(lambda: Client(loop),
+                                                   addr)
+    else:
+        tr, pr = await loop.create_connection(lambda: Client(loop), *addr[:2])
+    tr.write(msg)
+    tr.write_eof()
+    await pr.lost
+    tr.close()
+    return bytes(pr.data)
+
+
+def test_server_object(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        assert isinstance(server, asyncio.AbstractServer)
+        assert server.get_loop() is loop
+        assert server.is_serving()
+        socks = server.sockets
+        assert len(socks) == 1
+        assert isinstance(socks[0], asyncio.trsock.TransportSocket)
+        addr = socks[0].getsockname()
+        assert addr[0] == '127.0.0.1' and addr[1] != 0
+        assert 'sockets=' in repr(server)
+        assert await roundtrip(loop, addr) == b'ping'
+        server.close()
+        assert not server.is_serving()
+        assert server.sockets == ()
+        server.close()  # idempotent
+        await server.wait_closed()
+        await server.wait_closed()
+        with pytest.raises(ConnectionRefusedError):
+            await roundtrip(loop, addr)
+    run(loop, main())
+
+
+def test_async_with_closes(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        async with server as srv:
+            assert srv is server
+            assert server.is_serving()
+        assert not server.is_serving()
+        assert server.sockets == ()
+    run(loop, main())
+
+
+def test_accepted_connection_extra_peername(loop):
+    async def main():
+        seen = loop.create_future()
+
+        class P(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info('peername'))
+                transport.close()
+
+        server = await loop.create_server(P, '127.0.0.1', 0)
+        tr, pr = await loop.create_connection(
+            lambda: Client(loop), *server.sockets[0].getsockname())
+        assert await seen == tr.get_extra_info('sockname')
+        await pr.lost
+        tr.close()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+@pytest.mark.skipif(not has_ipv6(), reason='no IPv6 loopback')
+def test_several_hosts(loop):
+    async def main():
+        server = await loop.create_server(Echo, ['127.0.0.1', '::1'], 0)
+        families = sorted(s.family for s in server.sockets)
+        assert families == sorted([socket.AF_INET, socket.AF_INET6])
+        for s in server.sockets:
+            if s.family == socket.AF_INET6:
+                assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            assert await roundtrip(loop, s.getsockname(), msg=b'x') == b'x'
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_duplicate_hosts_bound_once(loop):
+    async def main():
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            port = probe.getsockname()[1]
+        server = await loop.create_server(
+            Echo, ['127.0.0.1', '127.0.0.1'], port)
+        assert len(server.sockets) == 1
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_port_in_use(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(OSError) as info:
+            await loop.create_server(Echo, '127.0.0.1', port)
+        assert info.value.errno == errno.EADDRINUSE
+        assert 'error while attempting to bind on address' in str(
+            info.value)
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_server_with_sock(loop):
+    async def main():
+        sock = socket.socket()
+        sock.bind(('127.0.0.1', 0))
+        server = await loop.create_server(Echo, sock=sock)
+        assert sock.gettimeout() == 0
+        assert server.sockets[0].fileno() == sock.fileno()
+        assert await roundtrip(loop, sock.getsockname()) == b'ping'
+        server.close()
+        await server.wait_closed()
+        assert sock.fileno() == -1
+    run(loop, main())
+
+
+def test_socket_options(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        s = server.sockets[0]
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        assert not s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        server.close()
+        await server.wait_closed()
+
+        server = await loop.create_server(Echo, '127.0.0.1', 0,
+                                          reuse_address=False)
+        assert not server.sockets[0].getsockopt(socket.SOL_SOCKET,
+                                                socket.SO_REUSEADDR)
+        server.close()
+        await server.wait_closed()
+
+        server = await loop.create_server(Echo, '127.0.0.1', 0,
+                                          reuse_port=True)
+        port = server.sockets[0].getsockname()[1]
+        assert server.sockets[0].getsockopt(socket.SOL_SOCKET,
+                                            socket.SO_REUSEPORT)
+        # A second server on the same port is allowed with reuse_port.
+        server2 = await loop.create_server(Echo, '127.0.0.1', port,
+                                           reuse_port=True)
+        assert server2.sockets[0].getsockname()[1] == port
+        assert await roundtrip(loop, ('127.0.0.1', port)) == b'ping'
+        for srv in (server, server2):
+            srv.close()
+            await srv.wait_closed()
+    run(loop, main())
+
+
+@pytest.mark.skipif(not PY313, reason='keep_alive is new in 3.13')
+def test_keep_alive(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0,
+                                          keep_alive=True)
+        assert server.sockets[0].getsockopt(socket.SOL_SOCKET,
+                                            socket.SO_KEEPALIVE)
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+@pytest.mark.skipif(PY313, reason='keep_alive is accepted from 3.13')
+def test_keep_alive_rejected_before_313(loop):
+    async def main():
+        with pytest.raises(TypeError):
+            await loop.create_server(Echo, '127.0.0.1', 0, keep_alive=True)
+    run(loop, main())
+
+
+def test_accept_burst_larger_than_backlog(loop):
+    async def main():
+        # 20 connections are already queued in the kernel when the server
+        # starts; it accepts at most `backlog` of them per readiness event.
+        lsock = socket.socket()
+        lsock.bind(('127.0.0.1', 0))
+        lsock.listen(64)
+        addr = lsock.getsockname()
+        clients = []
+        try:
+            for _ in range(20):
+                c = socket.socket()
+                c.setblocking(False)
+                clients.append(c)
+                await loop.sock_connect(c, addr)
+            accepted = []
+
+            class P(Echo):
+                def connection_made(self, transport):
+                    super().connection_made(transport)
+                    accepted.append(transport)
+
+            server = await loop.create_server(P, sock=lsock, backlog=5)
+            for i, c in enumerate(clients):
+                await loop.sock_sendall(c, b'%d' % i)
+                assert await loop.sock_recv(c, 10) == b'%d' % i
+            assert len(accepted) == 20
+        finally:
+            for c in clients:
+                c.close()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_start_serving_false(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0,
+                                          start_serving=False)
+        assert not server.is_serving()
+        addr = server.sockets[0].getsockname()
+        with pytest.raises(ConnectionRefusedError):
+            await roundtrip(loop, addr)  # not listening yet
+        await server.start_serving()
+        assert server.is_serving()
+        await server.start_serving()  # idempotent
+        assert await roundtrip(loop, addr) == b'ping'
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_serve_forever(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0,
+                                          start_serving=False)
+        addr = server.sockets[0].getsockname()
+        task = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0.01)
+        assert server.is_serving()
+        with pytest.raises(RuntimeError, match='already being awaited'):
+            await server.serve_forever()
+        assert await roundtrip(loop, addr) == b'ping'
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not server.is_serving()
+        assert server.sockets == ()
+        with pytest.raises(RuntimeError, match='is closed'):
+            await server.serve_forever()
+    run(loop, main())
+
+
+def test_close_stops_serve_forever(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        task = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0.01)
+        server.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_close_keeps_accepted_connections(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        tr, pr = await loop.create_connection(
+            lambda: Client(loop), *server.sockets[0].getsockname())
+        await asyncio.sleep(0.01)
+        server.close()
+        tr.write(b'still here')
+        while len(pr.data) < 10:
+            await asyncio.sleep(0.01)
+        assert pr.data == b'still here'
+        tr.close()
+        await pr.lost
+        await server.wait_closed()
+    run(loop, main())
+
+
+@pytest.mark.skipif(not PY312, reason='3.11 wait_closed does not wait')
+def test_wait_closed_waits_for_connections(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        tr, pr = await loop.create_connection(
+            lambda: Client(loop), *server.sockets[0].getsockname())
+        await asyncio.sleep(0.01)
+        server.close()
+        waiter = asyncio.ensure_future(server.wait_closed())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()   # a connection is still open
+        tr.close()                 # server side sees EOF and closes
+        await asyncio.wait_for(waiter, 5)
+        await pr.lost
+    run(loop, main())
+
+
+@pytest.mark.skipif(not PY312, reason='3.12 semantics')
+def test_wait_closed_waits_for_close(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        waiter = asyncio.ensure_future(server.wait_closed())
+        await asyncio.sleep(0.02)
+        assert not waiter.done()   # still open, no connections
+        server.close()
+        await asyncio.wait_for(waiter, 5)
+    run(loop, main())
+
+
+@pytest.mark.skipif(PY312, reason='3.11 semantics')
+def test_wait_closed_returns_when_closed_311(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        tr, pr = await loop.create_connection(
+            lambda: Client(loop), *server.sockets[0].getsockname())
+        await asyncio.sleep(0.01)
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 1)
+        tr.close()
+        await pr.lost
+    run(loop, main())
+
+
+@pytest.mark.skipif(not PY313, reason='close_clients is new in 3.13')
+@pytest.mark.parametrize('how', ['close_clients', 'abort_clients'])
+def test_close_and_abort_clients(loop, how):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        addr = server.sockets[0].getsockname()
+        clients = [await loop.create_connection(lambda: Client(loop), *addr)
+                   for _ in range(3)]
+        await asyncio.sleep(0.02)
+        server.close()
+        getattr(server, how)()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        for tr, pr in clients:
+            await pr.lost
+            tr.close()
+    run(loop, main())
+
+
+def test_many_clients(loop):
+    async def main():
+        server = await loop.create_server(Echo, '127.0.0.1', 0, backlog=200)
+        addr = server.sockets[0].getsockname()
+        results = await asyncio.gather(*[
+            roundtrip(loop, addr, msg=b'%d' % i * 100) for i in range(200)])
+        assert results == [b'%d' % i * 100 for i in range(200)]
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_accept_emfile_pauses_and_recovers(loop, monkeypatch):
+    monkeypatch.setattr(asyncio.constants, 'ACCEPT_RETRY_DELAY', 0.05)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    contexts = []
+
+    def handler(lp, context):
+        contexts.append(context)
+        # Give descriptors back at once so nothing else runs out.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    async def main():
+        loop.set_exception_handler(handler)
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        addr = server.sockets[0].getsockname()
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            # The lowest free descriptor becomes the limit: accept() fails.
+            probe = os.dup(0)
+            os.close(probe)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+            try:
+                await loop.sock_connect(client, addr)
+                for _ in range(200):
+                    if contexts:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert contexts, 'accept() never failed'
+            ctx = contexts[0]
+            assert ctx['message'] == 'socket.accept() out of system resource'
+            assert isinstance(ctx['exception'], OSError)
+            assert ctx['exception'].errno == errno.EMFILE
+            assert isinstance(ctx['socket'], asyncio.trsock.TransportSocket)
+            # After the pause the pending connection is accepted and
+            # served.
+            await loop.sock_sendall(client, b'after emfile')
+            client.shutdown(socket.SHUT_WR)
+            got = b''
+            while True:
+                chunk = await loop.sock_recv(client, 100)
+                if not chunk:
+                    break
+                got += chunk
+            assert got == b'after emfile'
+            assert server.is_serving()
+            assert await roundtrip(loop, addr, msg=b'again') == b'again'
+            assert len(contexts) == 1
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+    try:
+        run(loop, main())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_close_while_accept_paused(loop, monkeypatch):
+    monkeypatch.setattr(asyncio.constants, 'ACCEPT_RETRY_DELAY', 0.3)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    contexts = []
+
+    def handler(lp, context):
+        contexts.append(context)
+
+    async def main():
+        loop.set_exception_handler(handler)
+        server = await loop.create_server(Echo, '127.0.0.1', 0)
+        addr = server.sockets[0].getsockname()
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            probe = os.dup(0)
+            os.close(probe)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+            try:
+                await loop.sock_connect(client, addr)
+                for _ in range(200):
+                    if contexts:
+                        break
+                    await asyncio.sleep(0.01)
+                # Closed while accepting is paused: the retry must not
+                # resurrect the listening socket.
+                server.close()
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            await server.wait_closed()
+            await asyncio.sleep(0.4)  # past the retry
+        finally:
+            client.close()
+        return list(contexts)
+
+    try:
+        contexts = run(loop, main())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [c['message'] for c in contexts][:1] == [
+        'socket.accept() out of system resource']
+
+
+def test_create_server_bad_arguments(loop):
+    async def main():
+        with socket.socket() as sock, \
+                socket.socket(type=socket.SOCK_DGRAM) as dgram:
+            with pytest.raises(ValueError, match='at the same time'):
+                await loop.create_server(Echo, '127.0.0.1', 0, sock=sock)
+            with pytest.raises(ValueError, match='Neither host/port nor sock'):
+                await loop.create_server(Echo)
+            with pytest.raises(ValueError, match='Stream Socket'):
+                await loop.create_server(Echo, sock=dgram)
+            with pytest.raises(TypeError, match='ssl argument'):
+                await loop.create_server(Echo, '127.0.0.1', 0, ssl=True)
+            with pytest.raises(ValueError, match='ssl_handshake_timeout'):
+                await loop.create_server(Echo, '127.0.0.1', 0,
+                                         ssl_handshake_timeout=1)
+            with pytest.raises(ValueError, match='ssl_shutdown_timeout'):
+                await loop.create_server(Echo, '127.0.0.1', 0,
+                                         ssl_shutdown_timeout=1)
+            with pytest.raises(socket.gaierror):
+                await loop.create_server(Echo, 'no-such-host.invalid', 0)
+    run(loop, main())
+
+
+@pytest.mark.evpy_only
+def test_server_tls_not_supported_yet(loop):
+    import ssl
+
+    async def main():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with pytest.raises(NotImplementedError, match='TLS'):
+            await loop.create_server(Echo, '127.0.0.1', 0, ssl=ctx)
+    run(loop, main())
