@@ -2,6 +2,10 @@
 
     python -m benchmarks._worker --case call_soon_chain --loop uvloop --n 1000
     python -m benchmarks._worker --probe evpy
+    python -m benchmarks._worker --case echo_protocol_1k_c10 --loop c --n 2000
+
+``--loop c`` runs the case's C floor (a plain C server under the same
+client) instead of a Python event loop.
 
 The runner starts a fresh process of this module for every measurement.
 The result is the last stdout line starting with ``RESULT_MARKER``; anything
@@ -48,8 +52,63 @@ def emit(obj):
     sys.stdout.flush()
 
 
+def probe_floor():
+    """The C floor: build the C tools (cached in benchmarks/.build/)."""
+    from benchmarks import netutil
+    try:
+        paths = netutil.build_all()
+    except Exception as exc:
+        emit({"ok": False, "loop": "c",
+              "error": "%s: %s" % (type(exc).__name__, exc)})
+        return 1
+    cc = netutil.compiler()
+    version = ""
+    try:
+        import subprocess
+        version = subprocess.run([cc, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout.splitlines()[0]
+    except Exception:
+        pass
+    emit({"ok": True, "loop": "c", "class": "C epoll (benchmarks/c)",
+          "version": version, "file": paths.get("echo_server"),
+          "tools": paths})
+    return 0
+
+
+def run_floor(case_name, n):
+    """Run the case's C floor measurement (no Python event loop)."""
+    from benchmarks import registry
+    out = {"ok": False, "case": case_name, "loop": "c", "n": n,
+           "pid": os.getpid(), "loop_class": "C"}
+    try:
+        spec = registry.get(case_name)
+    except KeyError:
+        out["error"] = "unknown case %r" % case_name
+        emit(out)
+        return 2
+    t_start = time.perf_counter()
+    try:
+        if spec.floor is None:
+            raise RuntimeError("case %s has no C floor" % case_name)
+        metrics = spec.floor(n)
+        missing = [m.name for m in spec.metrics if m.name not in metrics]
+        if missing:
+            raise RuntimeError("floor returned no value for %s" % missing)
+        out["metrics"] = {k: float(v) for k, v in metrics.items()}
+        out["ok"] = True
+    except BaseException as exc:
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+        out["traceback"] = traceback.format_exc()
+    out["wall_s"] = out["run_wall_s"] = time.perf_counter() - t_start
+    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    emit(out)
+    return 0 if out["ok"] else 1
+
+
 def probe(loop_name):
     from benchmarks import loops
+    if loop_name == "c":
+        return probe_floor()
     try:
         info = loops.describe(loop_name)
     except loops.LoopUnavailable as exc:
@@ -139,6 +198,8 @@ def main(argv=None):
         return probe(args.probe)
     if not (args.case and args.loop and args.n):
         ap.error("--case, --loop and --n are required (or --probe)")
+    if args.loop == "c":
+        return run_floor(args.case, args.n)
     return run_case(args.case, args.loop, args.n, args.warmup_n)
 
 

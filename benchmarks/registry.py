@@ -28,7 +28,17 @@ from typing import Callable, Optional
 # module, e.g. "benchmarks.cases_net", appended here.
 CASE_MODULES = [
     "benchmarks.cases_loop",
+    "benchmarks.cases_net",
 ]
+
+# Pseudo-loop for the "C floor" column: a plain C implementation of the same
+# server (e.g. benchmarks/c/echo_server.c) under the same client.
+FLOOR = "c"
+DISPLAY_NAMES = {FLOOR: "C floor"}
+
+
+def display_name(loop):
+    return DISPLAY_NAMES.get(loop, loop)
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,9 @@ class Target:
 
     def describe(self):
         if self.kind == "ratio":
-            return ">=%.1fx %s" % (self.value, self.against)
+            return ">=%sx %s" % (("%.2f" % self.value).rstrip("0").rstrip(
+                ".") if self.value % 1 else "%.1f" % self.value,
+                display_name(self.against))
         return "<=%g" % self.value
 
     def applies_to(self, metric_name):
@@ -94,6 +106,14 @@ class Case:
     # (e.g. a missing external load generator).  Called in the runner.
     available: Optional[Callable[[], Optional[str]]] = None
     timeout: float = 60.0    # seconds for one worker process
+    # floor(n) -> metrics: the same measurement against a plain C server,
+    # shown in the "C floor" column; cases with the same floor_key share
+    # one floor measurement per round within a run.
+    floor: Optional[Callable] = None
+    floor_key: Optional[tuple] = None
+    full_only: bool = False  # only with --full (or when named exactly)
+    rounds: Optional[int] = None   # cap on rounds unless --rounds is given
+    unit_note: str = ""       # what n means, for --list
 
     def size(self, quick):
         return self.quick_n if quick else self.n
@@ -103,7 +123,8 @@ _CASES = {}
 
 
 def case(name, *, n, quick_n=None, metrics=(OPS,), targets=(),
-         warmup=True, available=None, timeout=60.0):
+         warmup=True, available=None, timeout=60.0, floor=None,
+         floor_key=None, full_only=False, rounds=None, unit_note=""):
     """Decorator registering a module-level function as a case."""
 
     def register(fn):
@@ -118,7 +139,10 @@ def case(name, *, n, quick_n=None, metrics=(OPS,), targets=(),
             quick_n=quick_n if quick_n is not None else max(1, n // 4),
             metrics=list(metrics), targets=list(targets),
             description=doc.splitlines()[0] if doc else "",
-            warmup=warmup, available=available, timeout=timeout)
+            warmup=warmup, available=available, timeout=timeout,
+            floor=floor, floor_key=floor_key or (
+                ("case", name) if floor else None),
+            full_only=full_only, rounds=rounds, unit_note=unit_note)
         return fn
 
     return register

@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ if __package__ in (None, ""):          # python benchmarks/run.py
 from benchmarks import registry                                  # noqa: E402
 from benchmarks._worker import RESULT_MARKER                     # noqa: E402
 from benchmarks.loops import LOOP_NAMES                          # noqa: E402
+from benchmarks.registry import FLOOR, display_name              # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -55,18 +57,28 @@ def run_worker(python, args, timeout):
     """Run ``python -m benchmarks._worker ARGS``; return the parsed result."""
     cmd = [python, "-m", "benchmarks._worker"] + args
     t0 = time.perf_counter()
+    # Own session/process group: on a timeout or Ctrl-C the worker and
+    # anything it started (servers, load generators, wrk) are killed
+    # together.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=worker_env(),
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=worker_env(),
-                              stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        stdout, stderr = proc.communicate()
         return {"ok": False, "error": "timed out after %gs" % timeout,
                 "timed_out": True,
-                "stderr": _tail(exc.stderr), "returncode": None,
+                "stderr": _tail(stderr), "returncode": None,
                 "process_s": time.perf_counter() - t0}
+    except BaseException:
+        _kill_group(proc)
+        proc.communicate()
+        raise
     result = None
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith(RESULT_MARKER):
             try:
                 result = json.loads(line[len(RESULT_MARKER):])
@@ -79,9 +91,16 @@ def run_worker(python, args, timeout):
         result = {"ok": False, "error": "worker %s without a result" % why}
     result["returncode"] = proc.returncode
     result["process_s"] = time.perf_counter() - t0
-    if proc.stderr.strip():
-        result["stderr"] = _tail(proc.stderr)
+    if stderr.strip():
+        result["stderr"] = _tail(stderr)
     return result
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _tail(text, limit=4000):
@@ -234,13 +253,15 @@ def _check_target(tgt, subj, speedup):
 def fmt_value(metric, value):
     if value is None:
         return "n/a"
-    if metric.unit == "ops/s":
+    if metric.unit.endswith("/s"):
         for scale, suffix in ((1e6, "M"), (1e3, "k")):
             if value >= scale:
                 return "%.3g%s" % (value / scale, suffix)
         return "%.3g" % value
     if metric.unit == "ms":
         return "%.3f" % value
+    if metric.unit in ("us", "B"):
+        return "%.4g" % value if value < 100 else "%.0f" % value
     return "%.4g" % value
 
 
@@ -251,17 +272,21 @@ def fmt_ratio(value):
 def build_table(results, loops, probes):
     subject_on = SUBJECT in loops
     others = [lp for lp in loops if lp != SUBJECT] if subject_on else []
-    header = ["case", "metric"] + list(loops)
-    header += ["%s vs %s" % (SUBJECT, o) for o in others]
+    header = ["case", "metric", "rounds"] + [display_name(lp) for lp in loops]
+    header += ["%s vs %s" % (SUBJECT, display_name(o)) for o in others]
     header += ["noise", "target"]
     rows = []
     for res in results:
         case = res["case_obj"]
+        if res["skipped"]:
+            continue
         for metric in case.metrics:
             summ = res["summary"][metric.name]
-            row = [case.name, metric.display]
+            row = [case.name, metric.display, str(res["rounds"])]
             for lp in loops:
-                if not probes[lp].get("ok"):
+                if lp == FLOOR and case.floor is None:
+                    row.append("-")
+                elif not probes[lp].get("ok"):
                     row.append("n/a")
                 elif lp in summ["loops"]:
                     cell = fmt_value(metric, summ["loops"][lp]["median"])
@@ -271,7 +296,10 @@ def build_table(results, loops, probes):
                 else:
                     row.append("ERR")
             for o in others:
-                row.append(fmt_ratio(summ["speedup"].get(o)))
+                if o == FLOOR and case.floor is None:
+                    row.append("-")
+                else:
+                    row.append(fmt_ratio(summ["speedup"].get(o)))
             spreads = [v["spread"] for v in summ["loops"].values()
                        if v.get("spread") is not None and v["count"] > 1]
             row.append("%.0f%%" % (100 * max(spreads)) if spreads else "")
@@ -307,12 +335,19 @@ def render(header, rows):
 
 # -- main --------------------------------------------------------------------
 
-def select_cases(all_cases, patterns):
-    if not patterns:
-        return all_cases
+def select_cases(all_cases, patterns, full=False):
+    """Cases matching ``patterns``; full-matrix-only cases need ``full``
+    (or their exact name)."""
     pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    return [c for c in all_cases
-            if any(p in c.name or p == c.group for p in pats)]
+    out = []
+    for c in all_cases:
+        exact = c.name in pats
+        if c.full_only and not (full or exact):
+            continue
+        if not pats or exact or any(p in c.name or p == c.group
+                                    for p in pats):
+            out.append(c)
+    return out
 
 
 def parse_args(argv):
@@ -324,6 +359,11 @@ def parse_args(argv):
                     % (DEFAULT_ROUNDS, QUICK_ROUNDS))
     ap.add_argument("--quick", action="store_true",
                     help="%d rounds and smaller sizes" % QUICK_ROUNDS)
+    ap.add_argument("--full", action="store_true",
+                    help="include the full networking matrix (all echo "
+                    "styles x 1/10/100 KiB x 1/10/100 connections)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="don't run the C floor column of networking cases")
     ap.add_argument("--cases", default="",
                     help="comma-separated substrings of case names "
                     "(or group names) to run")
@@ -352,6 +392,7 @@ def parse_args(argv):
         ap.error("--loops: unknown %s (choose from %s)"
                  % (", ".join(bad) or "(empty)", ", ".join(LOOP_NAMES)))
     args.loop_list = list(dict.fromkeys(loops))
+    args.rounds_explicit = args.rounds is not None
     if args.rounds is None:
         args.rounds = QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS
     if args.rounds < 1:
@@ -365,11 +406,21 @@ def log(msg=""):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    cases = select_cases(registry.load_all(), args.cases)
+    cases = select_cases(registry.load_all(), args.cases, args.full)
     if args.list:
         for c in registry.load_all():
-            print("%-28s %-6s n=%-7d quick_n=%-6d %s"
-                  % (c.name, c.group, c.n, c.quick_n, c.description))
+            extra = []
+            if c.full_only:
+                extra.append("--full")
+            if c.rounds:
+                extra.append("<=%d rounds" % c.rounds)
+            if c.floor:
+                extra.append("C floor")
+            if c.unit_note:
+                extra.append(c.unit_note)
+            print("%-28s %-6s n=%-7d quick_n=%-6d %s%s"
+                  % (c.name, c.group, c.n, c.quick_n, c.description,
+                     " [%s]" % ", ".join(extra) if extra else ""))
         return 0
     if not cases:
         log("no case matches --cases %r (see --list)" % args.cases)
@@ -377,7 +428,9 @@ def main(argv=None):
 
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.perf_counter()
-    loops = args.loop_list
+    loops = list(args.loop_list)
+    if not args.no_floor and any(c.floor for c in cases):
+        loops.append(FLOOR)
     log("probing loops with %s ..." % args.python)
     probes = probe_loops(args.python, loops)
     active = []
@@ -385,12 +438,13 @@ def main(argv=None):
         p = probes[lp]
         if p.get("ok"):
             active.append(lp)
-            log("  %-8s %s %s %s" % (lp, p.get("class"), p.get("version", ""),
+            log("  %-8s %s %s %s" % (display_name(lp), p.get("class"),
+                                     p.get("version", ""),
                                      p.get("file") or ""))
         else:
             log("  %-8s NOT AVAILABLE - shown as n/a: %s"
-                % (lp, p.get("error")))
-    if not active:
+                % (display_name(lp), p.get("error")))
+    if not [lp for lp in active if lp != FLOOR]:
         log("no loop available; nothing to do")
         return 2
 
@@ -411,9 +465,11 @@ def main(argv=None):
     }
 
     results = []
+    floor_cache = {}
     try:
         for ci, case in enumerate(cases, 1):
-            res = run_case(case, ci, len(cases), active, loops, args)
+            res = run_case(case, ci, len(cases), active, loops, args,
+                           floor_cache)
             results.append(res)
     except KeyboardInterrupt:
         doc["interrupted"] = True
@@ -437,47 +493,74 @@ def main(argv=None):
     return 130 if doc["interrupted"] else 0
 
 
-def run_case(case, ci, ncases, active, loops, args):
+def run_case(case, ci, ncases, active, loops, args, floor_cache=None):
     n = max(1, int(case.size(args.quick) * args.scale))
     warmup_n = max(1, n // 10) if case.warmup else 0
+    rounds = args.rounds
+    if case.rounds and not args.rounds_explicit:
+        rounds = min(rounds, case.rounds)
     res = {"case_obj": case, "n": n, "warmup_n": warmup_n, "samples": [],
-           "skipped": None}
+           "skipped": None, "rounds": rounds}
     if case.available is not None:
         why = case.available()
         if why:
             res["skipped"] = why
             log("[%d/%d] %s: skipped (%s)" % (ci, ncases, case.name, why))
             return res
-    log("[%d/%d] %s (n=%d, %d rounds)"
-        % (ci, ncases, case.name, n, args.rounds))
+    # The C floor is one more column for cases that have one; cases sharing
+    # a floor_key (same size and concurrency, other API style) reuse the
+    # floor samples measured earlier in this run.
+    cache = floor_cache if floor_cache is not None else {}
+    shared = None
+    if case.floor is not None and FLOOR in active:
+        shared = cache.setdefault((case.floor_key, n), {})
+    case_loops = [lp for lp in active if lp != FLOOR or shared is not None]
+    log("[%d/%d] %s (n=%d, %d rounds)" % (ci, ncases, case.name, n, rounds))
     timeout = args.timeout or case.timeout
-    hung = set()
-    for rnd in range(args.rounds):
-        k = rnd % len(active)
-        order = active[k:] + active[:k]
+    hung, unsupported = set(), set()
+    for rnd in range(rounds):
+        k = rnd % len(case_loops)
+        order = case_loops[k:] + case_loops[:k]
         for pos, lp in enumerate(order):
-            if lp in hung:
+            if lp in hung or lp in unsupported:
+                continue
+            if lp == FLOOR and rnd in shared:
+                r = dict(shared[rnd])
+                r["shared_from"] = r.get("shared_from") or r["case"]
+                r.update(round=rnd, order=pos, loop=lp)
+                res["samples"].append(r)
                 continue
             r = run_worker(args.python,
                            ["--case", case.name, "--loop", lp, "--n", str(n),
                             "--warmup-n", str(warmup_n)],
                            timeout=timeout)
             r.update(round=rnd, order=pos, loop=lp)
+            r.setdefault("case", case.name)
             res["samples"].append(r)
+            if lp == FLOOR and r.get("ok"):
+                shared[rnd] = r
             if r.get("timed_out"):
                 hung.add(lp)
                 log("    round %d %s: TIMED OUT after %gs; not retrying %s "
-                    "for this case" % (rnd + 1, lp, timeout, lp))
+                    "for this case" % (rnd + 1, display_name(lp), timeout,
+                                       display_name(lp)))
             elif not r.get("ok"):
-                log("    round %d %s: FAILED: %s" % (rnd + 1, lp,
-                                                     r.get("error")))
+                err = r.get("error") or ""
+                if err.startswith("NotImplementedError"):
+                    unsupported.add(lp)
+                    log("    %s: not supported, skipping its other rounds: "
+                        "%s" % (display_name(lp), err))
+                else:
+                    log("    round %d %s: FAILED: %s"
+                        % (rnd + 1, display_name(lp), err))
                 if args.verbose and r.get("traceback"):
                     log(r["traceback"])
             elif args.verbose:
                 vals = ", ".join(
                     "%s=%s" % (m.display, fmt_value(m, r["metrics"][m.name]))
                     for m in case.metrics)
-                log("    round %d %-8s %s" % (rnd + 1, lp, vals))
+                log("    round %d %-8s %s" % (rnd + 1, display_name(lp),
+                                              vals))
     return res
 
 
@@ -487,7 +570,9 @@ def _case_doc(res):
         "name": case.name, "group": case.group,
         "description": case.description,
         "n": res["n"], "warmup_n": res["warmup_n"],
-        "skipped": res["skipped"],
+        "skipped": res["skipped"], "rounds": res.get("rounds"),
+        "full_only": case.full_only,
+        "floor_key": list(case.floor_key) if case.floor_key else None,
         "metrics": [{"name": m.name, "unit": m.unit, "label": m.display,
                      "higher_is_better": m.higher_is_better}
                     for m in case.metrics],
@@ -525,26 +610,89 @@ def footer(doc, loops, probes, args):
     for lp in loops:
         if not probes[lp].get("ok"):
             lines.append("NOTE: %s is not available (%s); its columns show "
-                         "n/a." % (lp, probes[lp].get("error")))
+                         "n/a." % (display_name(lp), probes[lp].get("error")))
+    groups = {c["group"] for c in doc["cases"] if not c["skipped"]}
+    capped = sorted({(c["rounds"], c["group"]) for c in doc["cases"]
+                     if c.get("rounds") and c["rounds"] != args.rounds
+                     and not c["skipped"]})
+    if capped:
+        lines.append("Fewer rounds for the heavy cases: %s (see the 'rounds' "
+                     "column; --rounds N forces N everywhere)."
+                     % ", ".join("%s: %d" % (g, r) for r, g in capped))
+    if "net" in groups:
+        lines.append(
+            "Networking: server pinned to CPU %s, load generator "
+            "(benchmarks/c/loadgen.c, wrk) to CPU %s; 127.0.0.1 only. "
+            "Echo: 0.5 s warm-up then n ms; latency per request/response; "
+            "'srv CPU us/req' = server utime+stime (from /proc, 10 ms ticks) "
+            "over the timed window / responses. 'C floor' = "
+            "benchmarks/c/echo_server.c under the same client, measured "
+            "once per size/concurrency and round and shared by the styles."
+            % tuple(reversed(_net_cpus())))
+    busy = _client_bound(doc["cases"])
+    if busy:
+        lines.append("Load generator saturated (its core >=%d%% busy in the "
+                     "median round, so req/s is a lower bound there): %s."
+                     % (CLIENT_BUSY * 100, "; ".join(
+                         "%s (%s)" % (name, ", ".join(lps))
+                         for name, lps in busy)))
     failed = {}
     for case in doc["cases"]:
         for s in case["samples"]:
             if not s.get("ok"):
-                failed.setdefault((case["name"], s["loop"]),
-                                  s.get("error"))
+                failed.setdefault((s["loop"], s.get("error")),
+                                  []).append(case["name"])
     if failed:
         lines.append("* = some rounds failed; ERR = all rounds failed:")
-    for (name, lp), err in sorted(failed.items()):
-        lines.append("FAILED: %s on %s: %s" % (name, lp, err))
+    for (lp, err), names in sorted(failed.items(),
+                                   key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        names = list(dict.fromkeys(names))
+        lines.append("FAILED on %s (%s): %s"
+                     % (display_name(lp), ", ".join(names), err))
     for case in doc["cases"]:
         if case["skipped"]:
             lines.append("SKIPPED: %s: %s" % (case["name"], case["skipped"]))
     if SUBJECT in loops:
-        lines.append("Targets (issue): call_soon chain >=1.4x uvloop, timers "
-                     ">=1.7x uvloop, sleep(0) >=1.2x uvloop, "
-                     "call_soon_threadsafe >=1.0x uvloop, median 1 ms timer "
-                     "overshoot <=0.1 ms.")
+        if "loop" in groups:
+            lines.append("Targets (issue): call_soon chain >=1.4x uvloop, "
+                         "timers >=1.7x uvloop, sleep(0) >=1.2x uvloop, "
+                         "call_soon_threadsafe >=1.0x uvloop, median 1 ms "
+                         "timer overshoot <=0.1 ms.")
+        if "net" in groups:
+            lines.append("Targets (issue 4): Protocol echo 1 KiB c=10 >=0.95x "
+                         "C floor (req/s); streams >=1.35x uvloop; sock_* "
+                         ">=2x uvloop; HTTP >=1.2x uvloop per server "
+                         "CPU-second (srv CPU us/req); <=1 KiB RSS per idle "
+                         "connection.")
     return "\n".join(lines)
+
+
+CLIENT_BUSY = 0.9
+
+
+def _client_bound(cases):
+    """[(case, [loops])] whose load generator used >= CLIENT_BUSY of a core."""
+    out = []
+    for case in cases:
+        per_loop = {}
+        for s in case["samples"]:
+            v = s.get("ok") and (s.get("metrics") or {}).get("client_busy")
+            if v:
+                per_loop.setdefault(s["loop"], []).append(v)
+        lps = [display_name(lp) for lp, vals in per_loop.items()
+               if statistics.median(vals) >= CLIENT_BUSY]
+        if lps:
+            out.append((case["name"], lps))
+    return out
+
+
+def _net_cpus():
+    try:
+        from benchmarks import netutil
+        c, s = netutil.cpus()
+    except Exception:
+        c = s = None
+    return ("-" if c is None else c), ("-" if s is None else s)
 
 
 def save(doc, started, args):
