@@ -52,8 +52,33 @@ typedef struct {
     char eof;                    /* write_eof() called */
     char paused;                 /* pause_reading() called */
     char protocol_paused;        /* pause_writing() called */
-    char is_socket;              /* send/sendmsg with MSG_NOSIGNAL */
+    char kind;                   /* STREAM_SOCKET, STREAM_READ_PIPE, ... */
 } StreamObject;
+
+/* The three shapes of asyncio's fd transports share this data path; where
+ * asyncio's pipe transports behave differently from its socket ones the
+ * code below says so. */
+enum {
+    STREAM_SOCKET = 0,      /* selector_events._SelectorSocketTransport */
+    STREAM_READ_PIPE = 1,   /* unix_events._UnixReadPipeTransport */
+    STREAM_WRITE_PIPE = 2,  /* unix_events._UnixWritePipeTransport */
+};
+
+#define IS_SOCKET(self) ((self)->kind == STREAM_SOCKET)
+
+static const char *
+read_error_msg(StreamObject *self)
+{
+    return IS_SOCKET(self) ? "Fatal read error on socket transport"
+                           : "Fatal read error on pipe transport";
+}
+
+static const char *
+write_error_msg(StreamObject *self)
+{
+    return IS_SOCKET(self) ? "Fatal write error on socket transport"
+                           : "Fatal write error on pipe transport";
+}
 
 #define STREAM_LOOP(self) ((self)->io.loop)
 
@@ -151,7 +176,7 @@ stream_send(StreamObject *self, const char *buf, Py_ssize_t len)
 {
     Py_ssize_t n;
     do {
-        n = self->is_socket
+        n = IS_SOCKET(self)
                 ? send(self->io.fd, buf, (size_t)len, MSG_NOSIGNAL)
                 : write(self->io.fd, buf, (size_t)len);
     } while (n < 0 && errno == EINTR);
@@ -163,7 +188,7 @@ stream_sendv(StreamObject *self, struct iovec *iov, int niov)
 {
     Py_ssize_t n;
     do {
-        if (self->is_socket) {
+        if (IS_SOCKET(self)) {
             struct msghdr msg = {0};
             msg.msg_iov = iov;
             msg.msg_iovlen = (size_t)niov;
@@ -352,7 +377,7 @@ stream_force_close(StreamObject *self, PyObject *exc)
 static int
 stream_shutdown_write(StreamObject *self)
 {
-    if (self->is_socket) {
+    if (IS_SOCKET(self)) {
         if (shutdown(self->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
@@ -361,11 +386,44 @@ stream_shutdown_write(StreamObject *self)
     return 0;
 }
 
+/* Calls self.<name>() (or self.<name>(exc) with the pending exception):
+ * the cold paths that differ between socket and pipe transports. */
+static int
+stream_python_hook(StreamObject *self, const char *name, int with_exc)
+{
+    PyObject *r;
+    if (with_exc) {
+        if (is_fatal_to_loop()) {
+            return -1;
+        }
+        PyObject *exc = evpy_fetch_exc();
+        r = PyObject_CallMethod((PyObject *)self, name, "O", exc);
+        Py_DECREF(exc);
+    }
+    else {
+        r = PyObject_CallMethod((PyObject *)self, name, NULL);
+    }
+    if (r == NULL) {
+        if (is_fatal_to_loop()) {
+            return -1;
+        }
+        PyErr_WriteUnraisable((PyObject *)self);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 /* -- readiness ------------------------------------------------------------ */
 
 static int
 stream_on_eof(StreamObject *self)
 {
+    if (self->kind == STREAM_READ_PIPE) {
+        /* asyncio: closing, then eof_received() and connection_lost()
+         * from the loop. */
+        return stream_python_hook(self, "_on_pipe_eof", 0);
+    }
     PyObject *r = stream_call_protocol(self, "eof_received");
     if (r == NULL) {
         return stream_callback_failed(
@@ -408,8 +466,7 @@ stream_read_buffered(StreamObject *self)
     Py_buffer view;
     if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
         Py_DECREF(buf);
-        return stream_callback_failed(self,
-                                      "Fatal read error on socket transport");
+        return stream_callback_failed(self, read_error_msg(self));
     }
     if (view.len == 0) {
         PyBuffer_Release(&view);
@@ -429,8 +486,7 @@ stream_read_buffered(StreamObject *self)
         if (err == EAGAIN || err == EWOULDBLOCK) {
             return 0;
         }
-        return stream_fatal_errno(self, err,
-                                  "Fatal read error on socket transport");
+        return stream_fatal_errno(self, err, read_error_msg(self));
     }
     if (n == 0) {
         return stream_on_eof(self);
@@ -464,8 +520,7 @@ stream_read(StreamObject *self)
     }
     char *buf = evpy_loop_readbuf(STREAM_LOOP(self));
     if (buf == NULL) {
-        return stream_callback_failed(self,
-                                      "Fatal read error on socket transport");
+        return stream_callback_failed(self, read_error_msg(self));
     }
     Py_ssize_t n;
     do {
@@ -475,16 +530,14 @@ stream_read(StreamObject *self)
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             return 0;
         }
-        return stream_fatal_errno(self, errno,
-                                  "Fatal read error on socket transport");
+        return stream_fatal_errno(self, errno, read_error_msg(self));
     }
     if (n == 0) {
         return stream_on_eof(self);
     }
     PyObject *data = PyBytes_FromStringAndSize(buf, n);
     if (data == NULL) {
-        return stream_callback_failed(self,
-                                      "Fatal read error on socket transport");
+        return stream_callback_failed(self, read_error_msg(self));
     }
     if (self->data_received == NULL) {
         self->data_received = PyObject_GetAttrString(self->protocol,
@@ -501,6 +554,11 @@ stream_read(StreamObject *self)
     Py_DECREF(cb);
     Py_DECREF(data);
     if (r == NULL) {
+        if (!IS_SOCKET(self)) {
+            /* A pipe transport lets it reach the exception handler as
+             * an error of the callback, and stays open. */
+            return stream_python_hook(self, "_callback_failed", 1);
+        }
         return stream_callback_failed(
             self, "Fatal error: protocol.data_received() call failed.");
     }
@@ -541,8 +599,10 @@ stream_write_ready(StreamObject *self)
             }
             Py_XDECREF(r);
         }
-        return stream_fatal(self, exc,
-                            "Fatal write error on socket transport");
+        if (!IS_SOCKET(self)) {
+            self->conn_lost++;
+        }
+        return stream_fatal(self, exc, write_error_msg(self));
     }
     wq_consume(self, n);
     if (stream_maybe_resume_protocol(self) < 0) { /* may write more */
@@ -551,7 +611,9 @@ stream_write_ready(StreamObject *self)
     if (self->wq_len) {
         return 0;
     }
-    if (stream_set_want(self, 0, EVPY_WRITE) < 0) {
+    /* Closing also drops a write pipe's read interest (closure watch). */
+    if (stream_set_want(self, 0, self->closing ? EVPY_READ | EVPY_WRITE
+                                               : EVPY_WRITE) < 0) {
         PyErr_WriteUnraisable((PyObject *)self);
     }
     if (self->empty_waiter != NULL) {
@@ -575,8 +637,7 @@ stream_write_ready(StreamObject *self)
         Py_XDECREF(r);
     }
     else if (self->eof && stream_shutdown_write(self) < 0) {
-        return stream_fatal(self, evpy_fetch_exc(),
-                            "Fatal write error on socket transport");
+        return stream_fatal(self, evpy_fetch_exc(), write_error_msg(self));
     }
     return 0;
 }
@@ -592,7 +653,15 @@ stream_on_event(IOObject *io, unsigned events)
     if (!(evpy_loop_io_wanted(io->loop, io) & events)) {
         return 0;
     }
-    return events == EVPY_READ ? stream_read(self) : stream_write_ready(self);
+    if (events == EVPY_WRITE) {
+        return stream_write_ready(self);
+    }
+    if (self->kind == STREAM_WRITE_PIPE) {
+        /* The write end polls for reading only to learn that the reader
+         * went away. */
+        return stream_python_hook(self, "_read_ready", 0);
+    }
+    return stream_read(self);
 }
 
 static const evpy_io_vtable stream_vtable = {
@@ -640,8 +709,11 @@ stream_write_buffer(StreamObject *self, PyObject *owner, const char *buf,
         Py_ssize_t n = stream_send(self, buf, len);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                return stream_fatal_errno(
-                    self, errno, "Fatal write error on socket transport");
+                int err = errno;
+                if (!IS_SOCKET(self)) {
+                    self->conn_lost++;
+                }
+                return stream_fatal_errno(self, err, write_error_msg(self));
             }
             n = 0;
         }
@@ -692,7 +764,8 @@ stream_write(StreamObject *self, PyObject *data)
     if (view.len == 0) {
         res = Py_NewRef(Py_None);
     }
-    else if (self->conn_lost) {
+    else if (self->conn_lost
+             || (self->kind == STREAM_WRITE_PIPE && self->closing)) {
         res = stream_write_after_close(self);
     }
     else if (stream_write_buffer(self, data, view.buf, view.len) == 0) {
@@ -722,7 +795,8 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
             return NULL;
         }
     }
-    if (self->conn_lost) {
+    if (self->conn_lost
+        || (self->kind == STREAM_WRITE_PIPE && self->closing)) {
         Py_DECREF(seq);
         return n ? stream_write_after_close(self) : Py_NewRef(Py_None);
     }
@@ -773,7 +847,7 @@ stream_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 stream_can_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(self->is_socket);
+    Py_RETURN_TRUE;
 }
 
 static PyObject *
@@ -873,6 +947,23 @@ stream_force_close_method(StreamObject *self, PyObject *exc)
     Py_RETURN_NONE;
 }
 
+/* asyncio's pipe transports' _close(exc): closing, drop queued data and
+ * interest, connection_lost(exc) from the loop. */
+static PyObject *
+stream_close_now(StreamObject *self, PyObject *exc)
+{
+    if (stream_require_loop(self) < 0) {
+        return NULL;
+    }
+    self->closing = 1;
+    wq_clear(self);
+    if (stream_set_want(self, 0, EVPY_READ | EVPY_WRITE) < 0
+        || stream_schedule_connection_lost(self, exc) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 stream_abort(StreamObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -912,14 +1003,18 @@ stream_get_protocol(StreamObject *self, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(self->protocol ? self->protocol : Py_None);
 }
 
-/* _attach(loop, sock, fd, is_socket): registers with the loop. */
+/* _attach(loop, sock, fd, kind): registers with the loop; kind is 0 for
+ * a socket, 1 for a read pipe, 2 for a write pipe. */
 static PyObject *
 stream_attach(StreamObject *self, PyObject *args)
 {
     PyObject *loop, *sock;
-    int fd, is_socket;
-    if (!PyArg_ParseTuple(args, "OOip:_attach", &loop, &sock, &fd,
-                          &is_socket)) {
+    int fd, kind;
+    if (!PyArg_ParseTuple(args, "OOii:_attach", &loop, &sock, &fd, &kind)) {
+        return NULL;
+    }
+    if (kind < STREAM_SOCKET || kind > STREAM_WRITE_PIPE) {
+        PyErr_SetString(PyExc_ValueError, "bad transport kind");
         return NULL;
     }
     if (self->io.loop != NULL) {
@@ -931,7 +1026,7 @@ stream_attach(StreamObject *self, PyObject *args)
         return NULL;
     }
     self->io.fd = fd;
-    self->is_socket = (char)is_socket;
+    self->kind = (char)kind;
     if (evpy_loop_io_attach((LoopObject *)loop, &self->io) < 0) {
         self->io.fd = -1;
         return NULL;
@@ -1096,6 +1191,7 @@ static PyMethodDef stream_methods[] = {
     {"abort", (PyCFunction)stream_abort, METH_NOARGS,
      "Close now, dropping queued data."},
     {"_force_close", (PyCFunction)stream_force_close_method, METH_O, NULL},
+    {"_close_now", (PyCFunction)stream_close_now, METH_O, NULL},
     {"set_protocol", (PyCFunction)stream_set_protocol, METH_O, NULL},
     {"get_protocol", (PyCFunction)stream_get_protocol, METH_NOARGS, NULL},
     {"_attach", (PyCFunction)stream_attach, METH_VARARGS, NULL},

@@ -7,8 +7,12 @@ unclosed-transport warning. Behaviour follows asyncio's selector
 transports (selector_events._SelectorSocketTransport).
 """
 
+import errno
 import logging
+import os
 import socket
+import stat
+import sys
 import warnings
 
 from asyncio import trsock
@@ -48,7 +52,7 @@ class SocketTransport(_core.StreamTransport):
                 self._extra['peername'] = sock.getpeername()
             except OSError:
                 self._extra['peername'] = None
-        self._attach(loop, sock, sock.fileno(), True)
+        self._attach(loop, sock, sock.fileno(), 0)
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._protocol_connected = True
@@ -154,3 +158,176 @@ class SocketTransport(_core.StreamTransport):
 
     def _reset_empty_waiter(self):
         self._empty_waiter = None
+
+
+class _PipeTransport(_core.StreamTransport):
+    """What asyncio's two Unix pipe transports share."""
+
+    _kind = None  # 1: read pipe, 2: write pipe (see csrc/stream.c)
+
+    def _setup(self, loop, pipe, protocol, extra, allowed, error):
+        if extra is None:
+            extra = {}
+        extra['pipe'] = pipe
+        self._extra = extra
+        fileno = pipe.fileno()
+        mode = os.fstat(fileno).st_mode
+        if not any(check(mode) for check in allowed):
+            raise ValueError(error)
+        os.set_blocking(fileno, False)
+        self._attach(loop, pipe, fileno, self._kind)
+        self.set_protocol(protocol)
+        loop.call_soon(protocol.connection_made, self)
+        return mode
+
+    @property
+    def _pipe(self):
+        return self._sock
+
+    @property
+    def _fileno(self):
+        return self._sock_fd if self._sock is not None else None
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append('closed')
+        elif self._closing:
+            info.append('closing')
+        info.append(f'fd={self._sock_fd}')
+        if self._sock is not None and self._loop is not None:
+            if self._kind == 1:
+                info.append('polling' if self._read_polled else 'idle')
+            else:
+                info.append('polling' if self._write_polled else 'idle')
+                info.append(f'bufsize={self.get_write_buffer_size()}')
+        elif self._sock is not None:
+            info.append('open')
+        else:
+            info.append('closed')
+        return '<{}>'.format(' '.join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f'unclosed transport {self!r}', ResourceWarning,
+                  source=self)
+            self._detach()
+            self._sock.close()
+            self._sock = None
+
+    def _fatal_error(self, exc, message='Fatal error on pipe transport'):
+        # asyncio reports every error of a pipe but EIO (a pty's end).
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            if self._loop.get_debug():
+                logger.debug('%r: %s', self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self,
+                'protocol': self._protocol,
+            })
+        self._close_now(exc)
+
+    def _callback_failed(self, exc):
+        """data_received() raised: reported as a failed callback."""
+        self._loop.call_exception_handler({
+            'message': f'Exception in callback {type(self).__name__}.'
+                       '_read_ready()',
+            'exception': exc,
+            'transport': self,
+            'protocol': self._protocol,
+        })
+
+    def _flow_control_failed(self, name, exc):
+        self._loop.call_exception_handler({
+            'message': f'protocol.{name}() failed',
+            'exception': exc,
+            'transport': self,
+            'protocol': self._protocol,
+        })
+
+    def _call_connection_lost(self, exc):
+        if self._sock is None:
+            return
+        try:
+            if self._protocol is not None:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._detach()
+            self._sock.close()
+            self._sock = None
+
+
+class ReadPipeTransport(_PipeTransport):
+    """asyncio.ReadTransport over a pipe, FIFO, socket or character
+    device (loop.connect_read_pipe)."""
+
+    _kind = 1
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        self._setup(loop, pipe, protocol, extra,
+                    (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
+                    'Pipe transport is for pipes/sockets only.')
+        # Reading starts only after connection_made() has run.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def _on_pipe_eof(self):
+        loop = self._loop
+        if loop.get_debug():
+            logger.info('%r was closed by peer', self)
+        loop.call_soon(self._protocol.eof_received)
+        self._close_now(None)
+
+    def close(self):
+        if not self._closing:
+            self._close_now(None)
+
+    def abort(self):
+        self._close_now(None)
+
+
+class WritePipeTransport(_PipeTransport):
+    """asyncio.WriteTransport over a pipe, FIFO, socket or character
+    device (loop.connect_write_pipe)."""
+
+    _kind = 2
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        mode = self._setup(
+            loop, pipe, protocol, extra,
+            (stat.S_ISCHR, stat.S_ISFIFO, stat.S_ISSOCK),
+            'Pipe transport is only for pipes, sockets and character '
+            'devices')
+        # Polling the write end for reading tells when the reader is gone
+        # (pipes and sockets; AIX only reports it for sockets).
+        if stat.S_ISSOCK(mode) or (stat.S_ISFIFO(mode)
+                                   and not sys.platform.startswith('aix')):
+            loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def _read_ready(self):
+        if self._loop.get_debug():
+            logger.info('%r was closed by peer', self)
+        if self.get_write_buffer_size():
+            self._close_now(BrokenPipeError())
+        else:
+            self._close_now(None)
+
+    def write_eof(self):
+        # For a pipe, EOF is closing once the queued data is written.
+        _core.StreamTransport.close(self)
+
+    def close(self):
+        if self._sock is not None and not self._closing:
+            self.write_eof()
+
+    def abort(self):
+        self._close_now(None)
+
+    def _warn_write_after_close(self):
+        logger.warning('pipe closed by peer or '
+                       'os.write(pipe, data) raised exception.')
