@@ -432,6 +432,16 @@ class Loop(_core.Loop, NetMixin, asyncio.AbstractEventLoop):
         return transports.SocketTransport(self, sock, protocol, waiter,
                                           extra, server)
 
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None,
+                                  extra=None):
+        return transports.ReadPipeTransport(self, pipe, protocol, waiter,
+                                            extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None,
+                                   extra=None):
+        return transports.WritePipeTransport(self, pipe, protocol, waiter,
+                                             extra)
+
     # -- signals ----------------------------------------------------------------
 
     def _check_signal(self, sig):
