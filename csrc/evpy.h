@@ -31,6 +31,7 @@ typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
+    PyTypeObject *TransportBaseType;
     PyTypeObject *StreamType;
     PyObject *Future;          /* asyncio.Future */
     PyObject *BufferedProtocol;/* asyncio.BufferedProtocol */
@@ -171,7 +172,6 @@ int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
 char *evpy_loop_readbuf(LoopObject *loop);
 
 extern PyType_Spec evpy_stream_spec;
-int evpy_stream_check_layout(PyObject *base);
 
 /* -- Handle / TimerHandle ------------------------------------------------- */
 

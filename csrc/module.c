@@ -2,7 +2,7 @@
  * type shares (errno -> OSError, the lazily imported Python formatters).
  * Multi-phase init; all types are heap types created from specs.
  */
-#include "evpy.h"
+#include "transport.h"
 
 #include <errno.h>
 
@@ -51,6 +51,45 @@ intern(PyObject **slot, const char *s)
     return *slot == NULL ? -1 : 0;
 }
 
+/* TransportBase extends asyncio.BaseTransport; each concrete transport
+ * type has it and the matching asyncio class as bases. */
+static PyTypeObject *
+transport_type(PyObject *mod, PyType_Spec *spec, PyTypeObject *base,
+               const char *asyncio_name)
+{
+    PyObject *other = import_attr("asyncio", asyncio_name);
+    if (other == NULL) {
+        return NULL;
+    }
+    PyObject *bases = PyTuple_Pack(2, (PyObject *)base, other);
+    Py_DECREF(other);
+    if (bases == NULL) {
+        return NULL;
+    }
+    PyObject *tp = PyType_FromModuleAndSpec(mod, spec, bases);
+    Py_DECREF(bases);
+    return (PyTypeObject *)tp;
+}
+
+static int
+add_transport_types(PyObject *mod, evpy_state *st)
+{
+    PyObject *base = import_attr("asyncio", "BaseTransport");
+    if (base == NULL || evpy_transport_check_layout(base) < 0) {
+        Py_XDECREF(base);
+        return -1;
+    }
+    st->TransportBaseType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_transport_spec, base);
+    Py_DECREF(base);
+    if (st->TransportBaseType == NULL) {
+        return -1;
+    }
+    st->StreamType = transport_type(mod, &evpy_stream_spec,
+                                    st->TransportBaseType, "Transport");
+    return st->StreamType == NULL ? -1 : 0;
+}
+
 static int
 module_exec(PyObject *mod)
 {
@@ -71,21 +110,13 @@ module_exec(PyObject *mod)
     if (st->TimerHandleType == NULL) {
         return -1;
     }
-    PyObject *transport_base = import_attr("asyncio", "Transport");
-    if (transport_base == NULL
-        || evpy_stream_check_layout(transport_base) < 0) {
-        Py_XDECREF(transport_base);
-        return -1;
-    }
-    st->StreamType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        mod, &evpy_stream_spec, transport_base);
-    Py_DECREF(transport_base);
-    if (st->StreamType == NULL) {
+    if (add_transport_types(mod, st) < 0) {
         return -1;
     }
     if (PyModule_AddType(mod, st->LoopType) < 0
         || PyModule_AddType(mod, st->HandleType) < 0
         || PyModule_AddType(mod, st->TimerHandleType) < 0
+        || PyModule_AddType(mod, st->TransportBaseType) < 0
         || PyModule_AddType(mod, st->StreamType) < 0) {
         return -1;
     }
@@ -134,6 +165,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->LoopType);
     Py_VISIT(st->HandleType);
     Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->TransportBaseType);
     Py_VISIT(st->StreamType);
     Py_VISIT(st->Future);
     Py_VISIT(st->BufferedProtocol);
@@ -150,6 +182,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->TransportBaseType);
     Py_CLEAR(st->StreamType);
     Py_CLEAR(st->Future);
     Py_CLEAR(st->BufferedProtocol);

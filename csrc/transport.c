@@ -1,0 +1,662 @@
+/* TransportBase: state and behaviour shared by evpy's C transports; see
+ * transport.h. Semantics follow asyncio's selector_events._SelectorTransport.
+ */
+#include "transport.h"
+
+#include <errno.h>
+
+int
+evpy_tr_init(TransportObject *t, PyTypeObject *type, const evpy_io_vtable *vt,
+             const evpy_transport_ops *ops)
+{
+    PyObject *mod = PyType_GetModuleByDef(type, &evpy_module_def);
+    if (mod == NULL) {
+        return -1;
+    }
+    t->st = evpy_get_state(mod);
+    t->io.vt = vt;
+    t->io.fd = -1;
+    t->ops = ops;
+    t->high_water = EVPY_DEFAULT_HIGH_WATER;
+    t->low_water = EVPY_DEFAULT_HIGH_WATER / 4;
+    return 0;
+}
+
+int
+evpy_tr_traverse(TransportObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->io.extra);
+    Py_VISIT(t->io.loop);
+    Py_VISIT(t->sock);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->empty_waiter);
+    Py_VISIT(t->server);
+    return 0;
+}
+
+void
+evpy_tr_clear(TransportObject *t)
+{
+    if (t->io.loop != NULL) {
+        evpy_loop_io_detach(t->io.loop, &t->io);
+    }
+    if (t->ops != NULL) {
+        t->ops->clear_queue(t);
+        t->ops->clear_protocol(t);
+    }
+    Py_CLEAR(t->io.extra);
+    Py_CLEAR(t->sock);
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->empty_waiter);
+    Py_CLEAR(t->server);
+}
+
+int
+evpy_tr_set_want(TransportObject *t, unsigned set, unsigned clear)
+{
+    LoopObject *loop = TR_LOOP(t);
+    if (loop == NULL) {
+        return 0;
+    }
+    unsigned want = evpy_loop_io_wanted(loop, &t->io);
+    unsigned nw = (want | set) & ~clear;
+    if (nw == want) {
+        return 0;
+    }
+    return evpy_loop_io_want(loop, &t->io, nw);
+}
+
+int
+evpy_tr_is_fatal_to_loop(void)
+{
+    return PyErr_ExceptionMatches(PyExc_SystemExit)
+           || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
+
+static int
+report_failure(TransportObject *t)
+{
+    if (evpy_tr_is_fatal_to_loop()) {
+        return -1;
+    }
+    PyErr_WriteUnraisable((PyObject *)t);
+    return 0;
+}
+
+int
+evpy_tr_fatal(TransportObject *t, PyObject *exc, const char *message)
+{
+    /* self._fatal_error(exc, message) in Python reports and closes. */
+    PyObject *r = PyObject_CallMethod((PyObject *)t, "_fatal_error", "Os",
+                                      exc, message);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        return report_failure(t);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+int
+evpy_tr_fatal_errno(TransportObject *t, int err, const char *message)
+{
+    errno = err;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return evpy_tr_fatal(t, evpy_fetch_exc(), message);
+}
+
+int
+evpy_tr_callback_failed(TransportObject *t, const char *message)
+{
+    if (evpy_tr_is_fatal_to_loop()) {
+        return -1;
+    }
+    return evpy_tr_fatal(t, evpy_fetch_exc(), message);
+}
+
+int
+evpy_tr_python_hook(TransportObject *t, const char *name, int with_exc)
+{
+    PyObject *r;
+    if (with_exc) {
+        if (evpy_tr_is_fatal_to_loop()) {
+            return -1;
+        }
+        PyObject *exc = evpy_fetch_exc();
+        r = PyObject_CallMethod((PyObject *)t, name, "O", exc);
+        Py_DECREF(exc);
+    }
+    else {
+        r = PyObject_CallMethod((PyObject *)t, name, NULL);
+    }
+    if (r == NULL) {
+        return report_failure(t);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+PyObject *
+evpy_tr_call_protocol(TransportObject *t, const char *name)
+{
+    if (t->protocol == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "transport has no protocol");
+        return NULL;
+    }
+    return PyObject_CallMethod(t->protocol, name, NULL);
+}
+
+/* pause_writing()/resume_writing(); failures go to the exception handler
+ * as asyncio reports them. */
+static int
+flow_call(TransportObject *t, const char *name)
+{
+    PyObject *r = evpy_tr_call_protocol(t, name);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (evpy_tr_is_fatal_to_loop()) {
+        return -1;
+    }
+    PyObject *exc = evpy_fetch_exc();
+    r = PyObject_CallMethod((PyObject *)t, "_flow_control_failed", "sO", name,
+                            exc);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        return report_failure(t);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+int
+evpy_tr_maybe_pause_protocol(TransportObject *t)
+{
+    if (t->protocol_paused || t->ops->queued(t) <= t->high_water) {
+        return 0;
+    }
+    t->protocol_paused = 1;
+    return flow_call(t, "pause_writing");
+}
+
+int
+evpy_tr_maybe_resume_protocol(TransportObject *t)
+{
+    if (!t->protocol_paused || t->ops->queued(t) > t->low_water) {
+        return 0;
+    }
+    t->protocol_paused = 0;
+    return flow_call(t, "resume_writing");
+}
+
+static int
+require_loop(TransportObject *t)
+{
+    if (TR_LOOP(t) == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+schedule_connection_lost(TransportObject *t, PyObject *exc)
+{
+    PyObject *cb = PyObject_GetAttrString((PyObject *)t,
+                                          "_call_connection_lost");
+    if (cb == NULL) {
+        return -1;
+    }
+    int rc = evpy_loop_call_soon(TR_LOOP(t), cb, exc);
+    Py_DECREF(cb);
+    return rc;
+}
+
+int
+evpy_tr_call_connection_lost_now(TransportObject *t)
+{
+    PyObject *r = PyObject_CallMethod((PyObject *)t, "_call_connection_lost",
+                                      "O", Py_None);
+    if (r == NULL) {
+        return report_failure(t);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+int
+evpy_tr_do_close(TransportObject *t)
+{
+    if (t->closing) {
+        return 0;
+    }
+    if (require_loop(t) < 0) {
+        return -1;
+    }
+    t->closing = 1;
+    if (evpy_tr_set_want(t, 0, EVPY_READ) < 0) {
+        return -1;
+    }
+    if (t->ops->queued(t) == 0) {
+        t->conn_lost++;
+        if (evpy_tr_set_want(t, 0, EVPY_WRITE) < 0) {
+            return -1;
+        }
+        return schedule_connection_lost(t, Py_None);
+    }
+    return 0;
+}
+
+static int
+force_close(TransportObject *t, PyObject *exc)
+{
+    if (t->conn_lost) {
+        return 0;
+    }
+    if (require_loop(t) < 0) {
+        return -1;
+    }
+    t->ops->clear_queue(t);
+    unsigned clear = EVPY_WRITE;
+    if (!t->closing) {
+        t->closing = 1;
+        clear |= EVPY_READ;
+    }
+    if (evpy_tr_set_want(t, 0, clear) < 0) {
+        return -1;
+    }
+    t->conn_lost++;
+    return schedule_connection_lost(t, exc);
+}
+
+PyObject *
+evpy_tr_write_after_close(TransportObject *t)
+{
+    if (t->conn_lost >= EVPY_CONNLOST_WARN_THRESHOLD) {
+        PyObject *r = PyObject_CallMethod((PyObject *)t,
+                                          "_warn_write_after_close", NULL);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    t->conn_lost++;
+    Py_RETURN_NONE;
+}
+
+int
+evpy_tr_check_bytes_like(PyObject *data)
+{
+    if (PyBytes_Check(data) || PyByteArray_Check(data)
+        || PyMemoryView_Check(data)) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "data argument must be a bytes-like object, not '%.200s'",
+                 Py_TYPE(data)->tp_name);
+    return -1;
+}
+
+/* -- methods ---------------------------------------------------------------- */
+
+static PyObject *
+tr_get_write_buffer_size(TransportObject *t, PyObject *Py_UNUSED(ig))
+{
+    return PyLong_FromSsize_t(t->ops->queued(t));
+}
+
+static PyObject *
+tr_get_write_buffer_limits(TransportObject *t, PyObject *Py_UNUSED(ig))
+{
+    return Py_BuildValue("(nn)", t->low_water, t->high_water);
+}
+
+static PyObject *
+tr_set_limits_core(TransportObject *t, PyObject *args)
+{
+    Py_ssize_t high, low;
+    if (!PyArg_ParseTuple(args, "nn:_set_write_buffer_limits", &high, &low)) {
+        return NULL;
+    }
+    t->high_water = high;
+    t->low_water = low;
+    if (evpy_tr_maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_is_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(!t->paused && !t->closing);
+}
+
+static PyObject *
+tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->paused || t->closing) {
+        Py_RETURN_NONE;
+    }
+    t->paused = 1;
+    if (evpy_tr_set_want(t, 0, EVPY_READ) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || !t->paused) {
+        Py_RETURN_NONE;
+    }
+    t->paused = 0;
+    if (evpy_tr_set_want(t, EVPY_READ, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->paused || t->closing) {
+        Py_RETURN_NONE;
+    }
+    if (evpy_tr_set_want(t, EVPY_READ, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_is_closing(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+tr_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (evpy_tr_do_close(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_force_close(TransportObject *t, PyObject *exc)
+{
+    if (force_close(t, exc) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_abort(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return tr_force_close(t, Py_None);
+}
+
+/* asyncio's pipe transports' _close(exc): closing, drop queued data and
+ * interest, connection_lost(exc) from the loop. */
+static PyObject *
+tr_close_now(TransportObject *t, PyObject *exc)
+{
+    if (require_loop(t) < 0) {
+        return NULL;
+    }
+    t->closing = 1;
+    t->ops->clear_queue(t);
+    if (evpy_tr_set_want(t, 0, EVPY_READ | EVPY_WRITE) < 0
+        || schedule_connection_lost(t, exc) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_get_protocol(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->protocol ? t->protocol : Py_None);
+}
+
+/* _attach(loop, sock, fd, kind): registers with the loop. */
+static PyObject *
+tr_attach(TransportObject *t, PyObject *args)
+{
+    PyObject *loop, *sock;
+    int fd, kind;
+    if (!PyArg_ParseTuple(args, "OOii:_attach", &loop, &sock, &fd, &kind)) {
+        return NULL;
+    }
+    if (t->io.loop != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "transport already attached");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(loop, t->st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "_attach() needs an evpy loop");
+        return NULL;
+    }
+    t->io.fd = fd;
+    t->kind = (char)kind;
+    if (evpy_loop_io_attach((LoopObject *)loop, &t->io) < 0) {
+        t->io.fd = -1;
+        return NULL;
+    }
+    Py_XSETREF(t->sock, Py_NewRef(sock));
+    Py_RETURN_NONE;
+}
+
+/* _detach(): unregisters the fd (before it is closed) and drops the
+ * queue and the protocol. */
+static PyObject *
+tr_detach(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->io.loop != NULL) {
+        evpy_loop_io_detach(t->io.loop, &t->io);
+    }
+    t->ops->clear_queue(t);
+    t->ops->clear_protocol(t);
+    Py_CLEAR(t->protocol);
+    Py_RETURN_NONE;
+}
+
+/* -- attributes ------------------------------------------------------------- */
+
+static PyObject *
+get_obj(PyObject *o)
+{
+    return Py_NewRef(o ? o : Py_None);
+}
+
+static int
+set_obj(PyObject **slot, PyObject *value)
+{
+    Py_XSETREF(*slot, (value == NULL || value == Py_None) ? NULL
+                                                         : Py_NewRef(value));
+    return 0;
+}
+
+#define OBJ_ATTR(name, field)                                              \
+    static PyObject *tr_get_##name(TransportObject *t, void *c)            \
+    {                                                                      \
+        (void)c;                                                           \
+        return get_obj((PyObject *)t->field);                              \
+    }                                                                      \
+    static int tr_set_##name(TransportObject *t, PyObject *v, void *c)     \
+    {                                                                      \
+        (void)c;                                                           \
+        return set_obj((PyObject **)&t->field, v);                         \
+    }
+OBJ_ATTR(sock, sock)
+OBJ_ATTR(empty_waiter, empty_waiter)
+OBJ_ATTR(server, server)
+#undef OBJ_ATTR
+
+#define FLAG_GETTER(name)                                                  \
+    static PyObject *tr_get_##name(TransportObject *t, void *c)            \
+    {                                                                      \
+        (void)c;                                                           \
+        return PyBool_FromLong(t->name);                                   \
+    }
+FLAG_GETTER(closing)
+FLAG_GETTER(paused)
+FLAG_GETTER(protocol_paused)
+#undef FLAG_GETTER
+
+static PyObject *
+tr_get_loop(TransportObject *t, void *Py_UNUSED(c))
+{
+    return get_obj((PyObject *)t->io.loop);
+}
+
+static PyObject *
+tr_get_fd(TransportObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(t->io.fd);
+}
+
+static PyObject *
+tr_get_protocol_attr(TransportObject *t, void *Py_UNUSED(c))
+{
+    return get_obj(t->protocol);
+}
+
+static PyObject *
+tr_get_conn_lost(TransportObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(t->conn_lost);
+}
+
+static int
+tr_set_conn_lost(TransportObject *t, PyObject *v, void *Py_UNUSED(c))
+{
+    long n = v ? PyLong_AsLong(v) : 0;
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    t->conn_lost = (int)n;
+    return 0;
+}
+
+static PyObject *
+tr_polled(TransportObject *t, unsigned which)
+{
+    return PyBool_FromLong(t->io.loop
+                           && (evpy_loop_io_wanted(t->io.loop, &t->io)
+                               & which));
+}
+
+static PyObject *
+tr_get_read_polled(TransportObject *t, void *Py_UNUSED(c))
+{
+    return tr_polled(t, EVPY_READ);
+}
+
+static PyObject *
+tr_get_write_polled(TransportObject *t, void *Py_UNUSED(c))
+{
+    return tr_polled(t, EVPY_WRITE);
+}
+
+static PyMethodDef tr_methods[] = {
+    {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size,
+     METH_NOARGS, NULL},
+    {"get_write_buffer_limits", (PyCFunction)tr_get_write_buffer_limits,
+     METH_NOARGS, NULL},
+    {"_set_write_buffer_limits", (PyCFunction)tr_set_limits_core,
+     METH_VARARGS, NULL},
+    {"is_reading", (PyCFunction)tr_is_reading, METH_NOARGS, NULL},
+    {"pause_reading", (PyCFunction)tr_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)tr_resume_reading, METH_NOARGS, NULL},
+    {"_start_reading", (PyCFunction)tr_start_reading, METH_NOARGS,
+     "Start reading (scheduled after connection_made)."},
+    {"is_closing", (PyCFunction)tr_is_closing, METH_NOARGS, NULL},
+    {"close", (PyCFunction)tr_close, METH_NOARGS,
+     "Close after the queued data is sent."},
+    {"abort", (PyCFunction)tr_abort, METH_NOARGS,
+     "Close now, dropping queued data."},
+    {"_force_close", (PyCFunction)tr_force_close, METH_O, NULL},
+    {"_close_now", (PyCFunction)tr_close_now, METH_O, NULL},
+    {"get_protocol", (PyCFunction)tr_get_protocol, METH_NOARGS, NULL},
+    {"_attach", (PyCFunction)tr_attach, METH_VARARGS, NULL},
+    {"_detach", (PyCFunction)tr_detach, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef tr_getset[] = {
+    {"_loop", (getter)tr_get_loop, NULL, NULL, NULL},
+    {"_sock", (getter)tr_get_sock, (setter)tr_set_sock, NULL, NULL},
+    {"_sock_fd", (getter)tr_get_fd, NULL, NULL, NULL},
+    {"_protocol", (getter)tr_get_protocol_attr, NULL, NULL, NULL},
+    {"_empty_waiter", (getter)tr_get_empty_waiter,
+     (setter)tr_set_empty_waiter, NULL, NULL},
+    {"_server", (getter)tr_get_server, (setter)tr_set_server, NULL, NULL},
+    {"_conn_lost", (getter)tr_get_conn_lost, (setter)tr_set_conn_lost, NULL,
+     NULL},
+    {"_closing", (getter)tr_get_closing, NULL, NULL, NULL},
+    {"_paused", (getter)tr_get_paused, NULL, NULL, NULL},
+    {"_protocol_paused", (getter)tr_get_protocol_paused, NULL, NULL, NULL},
+    {"_read_polled", (getter)tr_get_read_polled, NULL, NULL, NULL},
+    {"_write_polled", (getter)tr_get_write_polled, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef tr_members[] = {
+    {"_high_water", Py_T_PYSSIZET, offsetof(TransportObject, high_water),
+     Py_READONLY, NULL},
+    {"_low_water", Py_T_PYSSIZET, offsetof(TransportObject, low_water),
+     Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static int
+tr_traverse_slot(TransportObject *t, visitproc visit, void *arg)
+{
+    return evpy_tr_traverse(t, visit, arg);
+}
+
+static int
+tr_clear_slot(TransportObject *t)
+{
+    evpy_tr_clear(t);
+    return 0;
+}
+
+static PyType_Slot tr_slots[] = {
+    {Py_tp_doc, "State and methods shared by evpy's C transports."},
+    {Py_tp_methods, tr_methods},
+    {Py_tp_getset, tr_getset},
+    {Py_tp_members, tr_members},
+    {Py_tp_traverse, tr_traverse_slot},
+    {Py_tp_clear, tr_clear_slot},
+    {0, NULL},
+};
+
+PyType_Spec evpy_transport_spec = {
+    .name = "evpy._core.TransportBase",
+    .basicsize = sizeof(TransportObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = tr_slots,
+};
+
+int
+evpy_transport_check_layout(PyObject *base)
+{
+    /* asyncio.BaseTransport is `object` plus one slot (`_extra`): our
+     * IOObject.extra must be exactly that slot. */
+    Py_ssize_t want = (Py_ssize_t)(offsetof(IOObject, extra)
+                                   + sizeof(PyObject *));
+    if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_basicsize != want) {
+        PyErr_SetString(PyExc_ImportError,
+                        "evpy: unexpected layout of asyncio.BaseTransport");
+        return -1;
+    }
+    return 0;
+}

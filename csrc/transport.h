@@ -1,0 +1,69 @@
+/* What evpy's C transports share: the state asyncio's _SelectorTransport
+ * keeps (closing, conn_lost, paused reading, write flow control) and the
+ * behaviour built on it (close, abort, fatal errors, pause/resume, the
+ * Python-visible accessors). stream.c and datagram.c add their queues and
+ * data paths through evpy_transport_ops.
+ */
+#ifndef EVPY_TRANSPORT_H
+#define EVPY_TRANSPORT_H
+
+#include "evpy.h"
+
+#define EVPY_DEFAULT_HIGH_WATER (64 * 1024)
+#define EVPY_CONNLOST_WARN_THRESHOLD 5
+
+typedef struct TransportObject TransportObject;
+
+typedef struct {
+    Py_ssize_t (*queued)(TransportObject *self);   /* write buffer size */
+    void (*clear_queue)(TransportObject *self);
+    void (*clear_protocol)(TransportObject *self); /* cached callables */
+} evpy_transport_ops;
+
+struct TransportObject {
+    IOObject io;                 /* must be first */
+    evpy_state *st;              /* borrowed: the type keeps the module */
+    const evpy_transport_ops *ops;
+    PyObject *sock;              /* socket.socket, or the pipe object */
+    PyObject *protocol;
+    PyObject *empty_waiter;      /* sendfile support, or NULL */
+    PyObject *server;
+    Py_ssize_t high_water;
+    Py_ssize_t low_water;
+    int conn_lost;
+    char kind;                   /* type-specific flavour, see _attach */
+    char closing;
+    char paused;                 /* pause_reading() called */
+    char protocol_paused;        /* pause_writing() called */
+};
+
+#define TR_LOOP(t) (((TransportObject *)(t))->io.loop)
+
+/* Initialises the head in tp_new; -1 with an exception on failure. */
+int evpy_tr_init(TransportObject *t, PyTypeObject *type,
+                 const evpy_io_vtable *vt, const evpy_transport_ops *ops);
+int evpy_tr_traverse(TransportObject *t, visitproc visit, void *arg);
+void evpy_tr_clear(TransportObject *t);
+
+int evpy_tr_set_want(TransportObject *t, unsigned set, unsigned clear);
+int evpy_tr_is_fatal_to_loop(void);
+/* Reporting: each returns -1 only for SystemExit/KeyboardInterrupt. */
+int evpy_tr_fatal(TransportObject *t, PyObject *exc, const char *message);
+int evpy_tr_fatal_errno(TransportObject *t, int err, const char *message);
+int evpy_tr_callback_failed(TransportObject *t, const char *message);
+int evpy_tr_python_hook(TransportObject *t, const char *name, int with_exc);
+PyObject *evpy_tr_call_protocol(TransportObject *t, const char *name);
+int evpy_tr_maybe_pause_protocol(TransportObject *t);
+int evpy_tr_maybe_resume_protocol(TransportObject *t);
+int evpy_tr_do_close(TransportObject *t);
+int evpy_tr_call_connection_lost_now(TransportObject *t);
+PyObject *evpy_tr_write_after_close(TransportObject *t);
+int evpy_tr_check_bytes_like(PyObject *data);
+
+/* _core.TransportBase: the shared methods, as a base class of
+ * StreamTransport and DatagramTransport (it subclasses
+ * asyncio.BaseTransport, whose `_extra` slot starts IOObject). */
+extern PyType_Spec evpy_transport_spec;
+int evpy_transport_check_layout(PyObject *base_transport);
+
+#endif /* EVPY_TRANSPORT_H */
