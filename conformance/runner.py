@@ -574,7 +574,7 @@ def suggest_reason(rec):
 def update_expected(opts, ver, analyses, results, expected):
     new = {k: dict(v) for k, v in expected.items()}
     others = [v for v in KNOWN_PYTHONS if v != ver]
-    added = removed = 0
+    added = removed = narrowed = 0
     for m in analyses:
         tres = results[(m['module'], 'target')]
         if tres['status'] != 'ok' and not tres['tests']:
@@ -594,10 +594,14 @@ def update_expected(opts, ver, analyses, results, expected):
                 if not e['python']:
                     del new[tid]
                     removed += 1
+                else:
+                    narrowed += 1
         for tid in failing:
             rec = details.get(tid) or {}
             if tid in new:
                 e = new[tid]
+                if rec.get('outcome') == 'timeout':
+                    e['run'] = False  # hangs now: stop paying the watchdog
                 if e['python'] and ver not in e['python']:
                     e['python'] = sorted(set(e['python']) | {ver})
                     if set(e['python']) >= set(KNOWN_PYTHONS):
@@ -613,8 +617,9 @@ def update_expected(opts, ver, analyses, results, expected):
                         'run': rec.get('outcome') != 'timeout'}
             added += 1
     save_expected(opts.expected, new)
-    print('\nupdated %s: +%d new, -%d removed, %d entries'
-          % (os.path.relpath(opts.expected), added, removed, len(new)))
+    print('\nupdated %s: +%d new, -%d removed, %d no longer on %s, '
+          '%d entries' % (os.path.relpath(opts.expected), added, removed,
+                          narrowed, ver, len(new)))
 
 
 # ---------------------------------------------------------------------------
