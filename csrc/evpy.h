@@ -33,6 +33,7 @@ typedef struct {
     PyTypeObject *TimerHandleType;
     PyTypeObject *TransportBaseType;
     PyTypeObject *StreamType;
+    PyTypeObject *DatagramType;
     PyObject *Future;          /* asyncio.Future */
     PyObject *BufferedProtocol;/* asyncio.BufferedProtocol */
     PyObject *partial_type;    /* functools.partial */
@@ -172,6 +173,7 @@ int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
 char *evpy_loop_readbuf(LoopObject *loop);
 
 extern PyType_Spec evpy_stream_spec;
+extern PyType_Spec evpy_datagram_spec;
 
 /* -- Handle / TimerHandle ------------------------------------------------- */
 

@@ -87,7 +87,13 @@ add_transport_types(PyObject *mod, evpy_state *st)
     }
     st->StreamType = transport_type(mod, &evpy_stream_spec,
                                     st->TransportBaseType, "Transport");
-    return st->StreamType == NULL ? -1 : 0;
+    if (st->StreamType == NULL) {
+        return -1;
+    }
+    st->DatagramType = transport_type(mod, &evpy_datagram_spec,
+                                      st->TransportBaseType,
+                                      "DatagramTransport");
+    return st->DatagramType == NULL ? -1 : 0;
 }
 
 static int
@@ -117,7 +123,8 @@ module_exec(PyObject *mod)
         || PyModule_AddType(mod, st->HandleType) < 0
         || PyModule_AddType(mod, st->TimerHandleType) < 0
         || PyModule_AddType(mod, st->TransportBaseType) < 0
-        || PyModule_AddType(mod, st->StreamType) < 0) {
+        || PyModule_AddType(mod, st->StreamType) < 0
+        || PyModule_AddType(mod, st->DatagramType) < 0) {
         return -1;
     }
 
@@ -167,6 +174,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->TimerHandleType);
     Py_VISIT(st->TransportBaseType);
     Py_VISIT(st->StreamType);
+    Py_VISIT(st->DatagramType);
     Py_VISIT(st->Future);
     Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->partial_type);
@@ -184,6 +192,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->TimerHandleType);
     Py_CLEAR(st->TransportBaseType);
     Py_CLEAR(st->StreamType);
+    Py_CLEAR(st->DatagramType);
     Py_CLEAR(st->Future);
     Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->partial_type);

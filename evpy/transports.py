@@ -36,30 +36,67 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class SocketTransport(_core.StreamTransport):
-    """Transport over a connected stream socket (TCP or Unix)."""
-
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None,
-                 server=None):
-        self._extra = {} if extra is None else dict(extra)
-        self._extra['socket'] = trsock.TransportSocket(sock)
+def _socket_extra(sock, extra):
+    """The extra info asyncio's socket transports carry."""
+    extra = {} if extra is None else extra
+    extra['socket'] = trsock.TransportSocket(sock)
+    try:
+        extra['sockname'] = sock.getsockname()
+    except OSError:
+        extra['sockname'] = None
+    if 'peername' not in extra:
         try:
-            self._extra['sockname'] = sock.getsockname()
+            extra['peername'] = sock.getpeername()
         except OSError:
-            self._extra['sockname'] = None
-        if 'peername' not in self._extra:
-            try:
-                self._extra['peername'] = sock.getpeername()
-            except OSError:
-                self._extra['peername'] = None
-        self._attach(loop, sock, sock.fileno(), 0)
+            extra['peername'] = None
+    return extra
+
+
+class _Common:
+    """What every evpy transport shares on the Python side."""
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(
+                f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+        self._set_write_buffer_limits(high, low)
+
+    def _flow_control_failed(self, name, exc):
+        self._loop.call_exception_handler({
+            'message': f'protocol.{name}() failed',
+            'exception': exc,
+            'transport': self,
+            'protocol': self._protocol,
+        })
+
+    def _callback_failed(self, exc):
+        """A protocol callback asyncio does not guard raised: reported as
+        a failed callback; the transport stays open."""
+        self._loop.call_exception_handler({
+            'message': f'Exception in callback {type(self).__name__}.'
+                       '_read_ready()',
+            'exception': exc,
+            'transport': self,
+            'protocol': self._protocol,
+        })
+
+
+class _SocketTransportBase(_Common):
+    """The once-per-connection half of asyncio's _SelectorTransport, for
+    the stream and datagram socket transports."""
+
+    def _start(self, loop, sock, protocol, waiter, extra, kind):
+        self._extra = _socket_extra(sock, extra)
+        self._attach(loop, sock, sock.fileno(), kind)
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._protocol_connected = True
-        self._server = server
-        if server is not None:
-            server._attach(self)
-        _set_nodelay(sock)
+
+    def _connect(self, loop, protocol, waiter):
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only after connection_made() has run.
         loop.call_soon(self._start_reading)
@@ -93,16 +130,6 @@ class SocketTransport(_core.StreamTransport):
                 self._server = None
                 server._detach(self)
 
-    def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(
-                f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
-        self._set_write_buffer_limits(high, low)
-
     def _fatal_error(self, exc, message='Fatal error on transport'):
         """Report exc (OSErrors only in debug mode) and close now."""
         if isinstance(exc, OSError):
@@ -116,14 +143,6 @@ class SocketTransport(_core.StreamTransport):
                 'protocol': self._protocol,
             })
         self._force_close(exc)
-
-    def _flow_control_failed(self, name, exc):
-        self._loop.call_exception_handler({
-            'message': f'protocol.{name}() failed',
-            'exception': exc,
-            'transport': self,
-            'protocol': self._protocol,
-        })
 
     def _warn_write_after_close(self):
         logger.warning('socket.send() raised exception.')
@@ -142,6 +161,24 @@ class SocketTransport(_core.StreamTransport):
             if server is not None:
                 self._server = None
                 server._detach(self)
+
+
+class SocketTransport(_SocketTransportBase, _core.StreamTransport):
+    """Transport over a connected stream socket (TCP or Unix)."""
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None,
+                 server=None):
+        self._start(loop, sock, protocol, waiter, extra, 0)
+        self._server = server
+        if server is not None:
+            server._attach(self)
+        _set_nodelay(sock)
+        self._connect(loop, protocol, waiter)
+
+    def _call_connection_lost(self, exc):
+        try:
+            super()._call_connection_lost(exc)
+        finally:
             waiter = self._empty_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_exception(
@@ -160,7 +197,20 @@ class SocketTransport(_core.StreamTransport):
         self._empty_waiter = None
 
 
-class _PipeTransport(_core.StreamTransport):
+class DatagramTransport(_SocketTransportBase, _core.DatagramTransport):
+    """Transport over a datagram socket (UDP or AF_UNIX datagrams)."""
+
+    max_size = 256 * 1024  # as asyncio: the largest datagram received
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None,
+                 extra=None):
+        self._start(loop, sock, protocol, waiter, extra, 3)
+        self._address = address
+        self._connected = bool(self._extra['peername'])
+        self._connect(loop, protocol, waiter)
+
+
+class _PipeTransport(_Common, _core.StreamTransport):
     """What asyncio's two Unix pipe transports share."""
 
     _kind = None  # 1: read pipe, 2: write pipe (see csrc/stream.c)
@@ -228,24 +278,6 @@ class _PipeTransport(_core.StreamTransport):
                 'protocol': self._protocol,
             })
         self._close_now(exc)
-
-    def _callback_failed(self, exc):
-        """data_received() raised: reported as a failed callback."""
-        self._loop.call_exception_handler({
-            'message': f'Exception in callback {type(self).__name__}.'
-                       '_read_ready()',
-            'exception': exc,
-            'transport': self,
-            'protocol': self._protocol,
-        })
-
-    def _flow_control_failed(self, name, exc):
-        self._loop.call_exception_handler({
-            'message': f'protocol.{name}() failed',
-            'exception': exc,
-            'transport': self,
-            'protocol': self._protocol,
-        })
 
     def _call_connection_lost(self, exc):
         if self._sock is None:

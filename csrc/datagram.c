@@ -1,0 +1,529 @@
+/* DatagramTransport: the data path of datagram transports (UDP and
+ * AF_UNIX datagram sockets), as the C base of
+ * evpy.transports.DatagramTransport. Semantics follow asyncio's
+ * selector_events._SelectorDatagramTransport.
+ *
+ * Receiving is one recvfrom into the loop's shared buffer and an
+ * exact-size bytes per datagram, with the sender's address built here for
+ * AF_INET, AF_INET6 and AF_UNIX. Sending to a connected peer is send();
+ * otherwise the socket object's sendto() parses the address (hostnames,
+ * "<broadcast>") exactly as the socket module does. A datagram that would
+ * block is queued whole and sent when the socket is writable.
+ */
+#include "transport.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+/* From Python 3.13 on, empty datagrams are sent and 8 header bytes are
+ * counted per queued datagram. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define DGRAM_HEADER_BYTES 8
+#  define SEND_EMPTY_DATAGRAMS 1
+#else
+#  define DGRAM_HEADER_BYTES 0
+#  define SEND_EMPTY_DATAGRAMS 0
+#endif
+
+typedef struct {
+    PyObject *data;    /* bytes */
+    PyObject *addr;    /* destination, or None */
+} dq_item;
+
+typedef struct {
+    TransportObject t;           /* must be first */
+    PyObject *datagram_received; /* bound method cached by set_protocol */
+    PyObject *address;           /* the peer given at creation, or NULL */
+    dq_item *dq;                 /* ring of dq_cap queued datagrams */
+    size_t dq_head;
+    size_t dq_len;
+    size_t dq_cap;
+    Py_ssize_t qsize;            /* queued bytes (+ header bytes) */
+    char connected;              /* the socket has a peer: use send() */
+} DatagramObject;
+
+#define TR(self) (&(self)->t)
+
+static const char read_error[] = "Fatal read error on datagram transport";
+static const char write_error[] = "Fatal write error on datagram transport";
+
+/* -- queue ---------------------------------------------------------------- */
+
+static void
+dq_pop_front(DatagramObject *self)
+{
+    dq_item *it = &self->dq[self->dq_head];
+    self->qsize -= PyBytes_GET_SIZE(it->data) + DGRAM_HEADER_BYTES;
+    Py_CLEAR(it->data);
+    Py_CLEAR(it->addr);
+    self->dq_head = (self->dq_head + 1) % self->dq_cap;
+    self->dq_len--;
+}
+
+static void
+dq_clear(DatagramObject *self)
+{
+    while (self->dq_len) {
+        dq_pop_front(self);
+    }
+    self->dq_head = 0;
+    self->qsize = 0;
+}
+
+/* Queues (data, addr); data is copied unless it is bytes. */
+static int
+dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
+{
+    if (self->dq_len == self->dq_cap) {
+        size_t ncap = self->dq_cap ? self->dq_cap * 2 : 8;
+        dq_item *nq = PyMem_Malloc(sizeof(dq_item) * ncap);
+        if (nq == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < self->dq_len; i++) {
+            nq[i] = self->dq[(self->dq_head + i) % self->dq_cap];
+        }
+        PyMem_Free(self->dq);
+        self->dq = nq;
+        self->dq_head = 0;
+        self->dq_cap = ncap;
+    }
+    PyObject *copy = PyBytes_CheckExact(data) ? Py_NewRef(data)
+                                              : PyBytes_FromObject(data);
+    if (copy == NULL) {
+        return -1;
+    }
+    dq_item *it = &self->dq[(self->dq_head + self->dq_len) % self->dq_cap];
+    it->data = copy;
+    it->addr = Py_NewRef(addr);
+    self->dq_len++;
+    self->qsize += PyBytes_GET_SIZE(copy) + DGRAM_HEADER_BYTES;
+    return 0;
+}
+
+/* -- addresses ---------------------------------------------------------------- */
+
+/* The address object the socket module would return for ss, or NULL with
+ * no exception set for a family we leave to it. */
+static PyObject *
+make_address(const struct sockaddr_storage *ss, socklen_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (len == 0) {
+        Py_RETURN_NONE;
+    }
+    switch (ss->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) == NULL) {
+            return NULL;
+        }
+        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) == NULL) {
+            return NULL;
+        }
+        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port),
+                             (unsigned int)ntohl(a->sin6_flowinfo),
+                             (unsigned int)a->sin6_scope_id);
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)ss;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t plen = len > off ? (size_t)len - off : 0;
+#ifdef __linux__
+        if (plen > 0 && a->sun_path[0] == '\0') { /* abstract namespace */
+            return PyBytes_FromStringAndSize(a->sun_path, (Py_ssize_t)plen);
+        }
+#endif
+        return PyUnicode_DecodeFSDefaultAndSize(
+            a->sun_path, (Py_ssize_t)strnlen(a->sun_path, plen));
+    }
+    default:
+        return NULL;
+    }
+}
+
+/* -- readiness -------------------------------------------------------------- */
+
+/* protocol.error_received(exc); steals exc. Its own failure is reported as
+ * a failed callback (the transport stays open), as asyncio does. */
+static int
+dgram_error_received(DatagramObject *self, PyObject *exc)
+{
+    PyObject *r = PyObject_CallMethod(self->t.protocol, "error_received",
+                                      "O", exc);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+dgram_read(DatagramObject *self)
+{
+    if (self->t.conn_lost) {
+        return 0;
+    }
+    char *buf = evpy_loop_readbuf(TR_LOOP(self));
+    if (buf == NULL) {
+        return evpy_tr_callback_failed(TR(self), read_error);
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    Py_ssize_t n;
+    do {
+        n = recvfrom(self->t.io.fd, buf, EVPY_READBUF_SIZE, 0,
+                     (struct sockaddr *)&ss, &sl);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        /* ICMP errors (e.g. ECONNREFUSED) are the protocol's business. */
+        PyErr_SetFromErrno(PyExc_OSError);
+        return dgram_error_received(self, evpy_fetch_exc());
+    }
+    PyObject *data = PyBytes_FromStringAndSize(buf, n);
+    PyObject *addr = data ? make_address(&ss, sl) : NULL;
+    if (data != NULL && addr == NULL && !PyErr_Occurred()) {
+        addr = PyObject_CallMethod(self->t.sock, "getpeername", NULL);
+    }
+    if (addr == NULL) {
+        Py_XDECREF(data);
+        return evpy_tr_callback_failed(TR(self), read_error);
+    }
+    if (self->datagram_received == NULL) {
+        self->datagram_received = PyObject_GetAttrString(
+            self->t.protocol, "datagram_received");
+    }
+    PyObject *r = NULL;
+    if (self->datagram_received != NULL) {
+        /* Beware: the protocol may close the transport from here. */
+        PyObject *cb = Py_NewRef(self->datagram_received);
+        PyObject *args[2] = {data, addr};
+        r = PyObject_Vectorcall(cb, args, 2, NULL);
+        Py_DECREF(cb);
+    }
+    Py_DECREF(data);
+    Py_DECREF(addr);
+    if (r == NULL) {
+        return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* One send attempt. Returns 1 if sent, 0 if it would block, -1 with an
+ * exception set otherwise. */
+static int
+dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
+{
+    if (self->connected) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        Py_ssize_t n;
+        do {
+            n = send(self->t.io.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        PyBuffer_Release(&view);
+        if (n >= 0) {
+            return 1;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(self->t.sock, "sendto", "OO", data,
+                                      addr);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_BlockingIOError)
+        || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* A send failed with an exception set: OSErrors go to error_received,
+ * anything else is fatal. */
+static int
+dgram_send_failed(DatagramObject *self)
+{
+    if (evpy_tr_is_fatal_to_loop()) {
+        return -1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_OSError)) {
+        return dgram_error_received(self, evpy_fetch_exc());
+    }
+    return evpy_tr_fatal(TR(self), evpy_fetch_exc(), write_error);
+}
+
+static int
+dgram_write_ready(DatagramObject *self)
+{
+    while (self->dq_len) {
+        dq_item *it = &self->dq[self->dq_head];
+        int rc = dgram_send_one(self, it->data, it->addr);
+        if (rc == 0) {
+            break;
+        }
+        dq_pop_front(self);
+        if (rc < 0) {
+            return dgram_send_failed(self);
+        }
+    }
+    if (evpy_tr_maybe_resume_protocol(TR(self)) < 0) { /* may queue more */
+        return -1;
+    }
+    if (self->dq_len == 0) {
+        if (evpy_tr_set_want(TR(self), 0, EVPY_WRITE) < 0) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        if (self->t.closing) {
+            return evpy_tr_call_connection_lost_now(TR(self));
+        }
+    }
+    return 0;
+}
+
+static int
+dgram_on_event(IOObject *io, unsigned events)
+{
+    DatagramObject *self = (DatagramObject *)io;
+    if (io->loop == NULL || !(evpy_loop_io_wanted(io->loop, io) & events)) {
+        return 0;
+    }
+    return events == EVPY_READ ? dgram_read(self) : dgram_write_ready(self);
+}
+
+static const evpy_io_vtable dgram_vtable = {
+    .on_event = dgram_on_event,
+    .name = "datagram",
+};
+
+/* -- Python API ------------------------------------------------------------ */
+
+static PyObject *
+dgram_sendto(DatagramObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "sendto() takes data and an optional address");
+        return NULL;
+    }
+    PyObject *data = args[0];
+    PyObject *addr = nargs > 1 ? args[1] : Py_None;
+    if (evpy_tr_check_bytes_like(data) < 0) {
+        return NULL;
+    }
+    Py_ssize_t len = PyObject_Length(data);
+    if (len < 0) {
+        return NULL;
+    }
+    if (!SEND_EMPTY_DATAGRAMS && len == 0) {
+        Py_RETURN_NONE;
+    }
+    if (self->address != NULL) {
+        if (addr != Py_None) {
+            int eq = PyObject_RichCompareBool(addr, self->address, Py_EQ);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (!eq) {
+                PyErr_Format(PyExc_ValueError,
+                             "Invalid address: must be None or %S",
+                             self->address);
+                return NULL;
+            }
+        }
+        addr = self->address;
+        if (self->t.conn_lost) {
+            return evpy_tr_write_after_close(TR(self));
+        }
+    }
+    if (self->dq_len == 0) {
+        int rc = dgram_send_one(self, data, addr);
+        if (rc == 1) {
+            Py_RETURN_NONE;
+        }
+        if (rc < 0) {
+            return dgram_send_failed(self) < 0 ? NULL : Py_NewRef(Py_None);
+        }
+        if (evpy_tr_set_want(TR(self), EVPY_WRITE, 0) < 0) {
+            return NULL;
+        }
+    }
+    if (dq_push(self, data, addr) < 0
+        || evpy_tr_maybe_pause_protocol(TR(self)) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+dgram_set_protocol(DatagramObject *self, PyObject *protocol)
+{
+    Py_XSETREF(self->t.protocol, Py_NewRef(protocol));
+    Py_XSETREF(self->datagram_received,
+               PyObject_GetAttrString(protocol, "datagram_received"));
+    PyErr_Clear(); /* a missing method fails when a datagram arrives */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+dgram_get_address(DatagramObject *self, void *Py_UNUSED(c))
+{
+    return Py_NewRef(self->address ? self->address : Py_None);
+}
+
+static int
+dgram_set_address(DatagramObject *self, PyObject *v, void *Py_UNUSED(c))
+{
+    Py_XSETREF(self->address,
+               (v == NULL || v == Py_None) ? NULL : Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *
+dgram_get_connected(DatagramObject *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->connected);
+}
+
+static int
+dgram_set_connected(DatagramObject *self, PyObject *v, void *Py_UNUSED(c))
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0) {
+        return -1;
+    }
+    self->connected = (char)b;
+    return 0;
+}
+
+static PyMethodDef dgram_methods[] = {
+    {"sendto", (PyCFunction)(void (*)(void))dgram_sendto, METH_FASTCALL,
+     "sendto(data, addr=None): send now if possible, else queue."},
+    {"set_protocol", (PyCFunction)dgram_set_protocol, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef dgram_getset[] = {
+    {"_address", (getter)dgram_get_address, (setter)dgram_set_address, NULL,
+     NULL},
+    {"_connected", (getter)dgram_get_connected, (setter)dgram_set_connected,
+     NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+/* -- type ---------------------------------------------------------------------- */
+
+static Py_ssize_t
+dgram_queued(TransportObject *t)
+{
+    return ((DatagramObject *)t)->qsize;
+}
+
+static void
+dgram_clear_queue(TransportObject *t)
+{
+    dq_clear((DatagramObject *)t);
+}
+
+static void
+dgram_clear_protocol(TransportObject *t)
+{
+    Py_CLEAR(((DatagramObject *)t)->datagram_received);
+}
+
+static const evpy_transport_ops dgram_ops = {
+    .queued = dgram_queued,
+    .clear_queue = dgram_clear_queue,
+    .clear_protocol = dgram_clear_protocol,
+};
+
+static PyObject *
+dgram_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    DatagramObject *self = (DatagramObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (evpy_tr_init(TR(self), type, &dgram_vtable, &dgram_ops) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+dgram_traverse(DatagramObject *self, visitproc visit, void *arg)
+{
+    int rc = evpy_tr_traverse(TR(self), visit, arg);
+    if (rc) {
+        return rc;
+    }
+    Py_VISIT(self->datagram_received);
+    Py_VISIT(self->address);
+    for (size_t i = 0; i < self->dq_len; i++) {
+        dq_item *it = &self->dq[(self->dq_head + i) % self->dq_cap];
+        Py_VISIT(it->data);
+        Py_VISIT(it->addr);
+    }
+    return 0;
+}
+
+static int
+dgram_tp_clear(DatagramObject *self)
+{
+    evpy_tr_clear(TR(self));
+    Py_CLEAR(self->address);
+    return 0;
+}
+
+static void
+dgram_dealloc(DatagramObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)dgram_tp_clear(self);
+    PyMem_Free(self->dq);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot dgram_slots[] = {
+    {Py_tp_doc, "C base of evpy's datagram transports."},
+    {Py_tp_new, dgram_tp_new},
+    {Py_tp_methods, dgram_methods},
+    {Py_tp_getset, dgram_getset},
+    {Py_tp_traverse, dgram_traverse},
+    {Py_tp_clear, dgram_tp_clear},
+    {Py_tp_dealloc, dgram_dealloc},
+    {0, NULL},
+};
+
+PyType_Spec evpy_datagram_spec = {
+    .name = "evpy._core.DatagramTransport",
+    .basicsize = sizeof(DatagramObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = dgram_slots,
+};
