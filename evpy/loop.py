@@ -22,6 +22,9 @@ import weakref
 
 from . import _core, _format, transports
 from .net import NetMixin
+from .datagram import DatagramMixin
+from .pipes import PipesMixin
+from .subprocess import SubprocessMixin
 
 logger = logging.getLogger('asyncio')
 
@@ -55,7 +58,8 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class Loop(_core.Loop, NetMixin, asyncio.AbstractEventLoop):
+class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
+           asyncio.AbstractEventLoop):
     """An asyncio event loop running on evpy's C reactor."""
 
     def __init__(self):
@@ -431,6 +435,11 @@ class Loop(_core.Loop, NetMixin, asyncio.AbstractEventLoop):
         """Wrap a connected non-blocking stream socket in a transport."""
         return transports.SocketTransport(self, sock, protocol, waiter,
                                           extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None,
+                                 waiter=None, extra=None):
+        return transports.DatagramTransport(self, sock, protocol, address,
+                                            waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None,
                                   extra=None):

@@ -1,0 +1,337 @@
+"""DatagramMixin: loop.create_datagram_endpoint and the datagram sock_*
+coroutines (sock_sendto, sock_recvfrom, sock_recvfrom_into).
+
+Transports come from the loop's ``_make_datagram_transport`` (the C
+datagram transport, with selector_events' private signature). Argument
+checking, address resolution and socket set-up follow asyncio 3.11-3.13
+(base_events.create_datagram_endpoint); the sock_* coroutines try the
+system call first and watch the descriptor only when it would block, as
+selector_events does, removing the watch when the future is done
+(including on cancellation).
+"""
+
+import logging
+import os
+import socket
+import stat
+import sys
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover - Python built without ssl
+    _ssl = None
+
+logger = logging.getLogger('asyncio')
+
+_PY313 = sys.version_info >= (3, 13)
+_HAS_IPv6 = hasattr(socket, 'AF_INET6')
+_HAS_AF_UNIX = hasattr(socket, 'AF_UNIX')
+
+
+def _check_sock(loop, sock):
+    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
+        raise TypeError('Socket cannot be of type SSLSocket')
+    if loop._debug and sock.gettimeout() != 0:
+        raise ValueError('the socket must be non-blocking')
+
+
+def _numeric_dgram_info(host, port, family, proto, flowinfo=0, scopeid=0):
+    """The getaddrinfo() entry for a numeric host (no resolver call), or
+    None when the host must be resolved."""
+    if host is None or proto not in (0, socket.IPPROTO_UDP):
+        return None
+    if port is None or port == '' or port == b'':
+        port = 0
+    else:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            return None  # a service name
+    if family == socket.AF_UNSPEC:
+        families = ((socket.AF_INET, socket.AF_INET6) if _HAS_IPv6
+                    else (socket.AF_INET,))
+    else:
+        families = (family,)
+    if isinstance(host, bytes):
+        host = host.decode('idna')
+    if not isinstance(host, str) or '%' in host:
+        return None
+    for af in families:
+        try:
+            socket.inet_pton(af, host)
+        except (OSError, ValueError):
+            continue
+        if _HAS_IPv6 and af == socket.AF_INET6:
+            address = (host, port, flowinfo, scopeid)
+        else:
+            address = (host, port)
+        return af, socket.SOCK_DGRAM, socket.IPPROTO_UDP, '', address
+    return None
+
+
+def _set_reuseport(sock):
+    if not hasattr(socket, 'SO_REUSEPORT'):
+        raise ValueError('reuse_port not supported by socket module')
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError('reuse_port not supported by socket module, '
+                         'SO_REUSEPORT defined but not implemented.')
+
+
+def _remove_stale_unix_socket(path):
+    """Remove a socket file left at path, as asyncio does for AF_UNIX
+    datagram endpoints (abstract names and other file types are left
+    alone)."""
+    if path[0] in (0, '\x00'):
+        return
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        # The directory may only allow creating the socket.
+        logger.error('Unable to check or remove stale UNIX socket %r: %r',
+                     path, err)
+
+
+class DatagramMixin:
+    """create_datagram_endpoint and sock_sendto/recvfrom/recvfrom_into."""
+
+    # -- create_datagram_endpoint -----------------------------------------
+
+    async def _resolve_dgram(self, address, family, proto, flags):
+        host, port = address[:2]
+        info = _numeric_dgram_info(host, port, family, proto, *address[2:])
+        if info is not None:
+            return [info]
+        return await self.getaddrinfo(host, port, family=family,
+                                      type=socket.SOCK_DGRAM, proto=proto,
+                                      flags=flags)
+
+    async def create_datagram_endpoint(self, protocol_factory,
+                                       local_addr=None, remote_addr=None, *,
+                                       family=0, proto=0, flags=0,
+                                       reuse_port=None,
+                                       allow_broadcast=None, sock=None):
+        """Create a datagram endpoint; return (transport, protocol)."""
+        r_addr = None
+        if sock is not None:
+            if _PY313:
+                if sock.type == socket.SOCK_STREAM:
+                    raise ValueError(
+                        f'A datagram socket was expected, got {sock!r}')
+            elif sock.type != socket.SOCK_DGRAM:
+                raise ValueError(f'A UDP Socket was expected, got {sock!r}')
+            if (local_addr or remote_addr or family or proto or flags
+                    or reuse_port or allow_broadcast):
+                opts = dict(local_addr=local_addr, remote_addr=remote_addr,
+                            family=family, proto=proto, flags=flags,
+                            reuse_port=reuse_port,
+                            allow_broadcast=allow_broadcast)
+                problems = ', '.join(f'{k}={v}' for k, v in opts.items()
+                                     if v)
+                raise ValueError(
+                    'socket modifier keyword arguments can not be used '
+                    f'when sock is specified. ({problems})')
+            sock.setblocking(False)
+        else:
+            pairs = await self._datagram_address_pairs(
+                local_addr, remote_addr, family, proto, flags)
+            sock, r_addr = await self._open_datagram_socket(
+                pairs, local_addr, remote_addr, reuse_port, allow_broadcast)
+
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = self._make_datagram_transport(sock, protocol, r_addr,
+                                                  waiter)
+        if self._debug:
+            if local_addr:
+                logger.info('Datagram endpoint local_addr=%r remote_addr=%r '
+                            'created: (%r, %r)',
+                            local_addr, remote_addr, transport, protocol)
+            else:
+                logger.debug('Datagram endpoint remote_addr=%r created: '
+                             '(%r, %r)', remote_addr, transport, protocol)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def _datagram_address_pairs(self, local_addr, remote_addr, family,
+                                      proto, flags):
+        """[((family, proto), (local_address, remote_address)), ...] to
+        try in order."""
+        if not (local_addr or remote_addr):
+            if family == 0:
+                raise ValueError('unexpected address family')
+            return [((family, proto), (None, None))]
+        if _HAS_AF_UNIX and family == socket.AF_UNIX:
+            for addr in (local_addr, remote_addr):
+                if addr is not None and not isinstance(addr, str):
+                    raise TypeError('string is expected')
+            if local_addr:
+                _remove_stale_unix_socket(local_addr)
+            return [((family, proto), (local_addr, remote_addr))]
+
+        # Group the resolved addresses by (family, proto), in order.
+        by_key = {}
+        for index, addr in ((0, local_addr), (1, remote_addr)):
+            if addr is None:
+                continue
+            if not (isinstance(addr, tuple) and len(addr) == 2):
+                raise TypeError('2-tuple is expected')
+            infos = await self._resolve_dgram(addr, family, proto, flags)
+            if not infos:
+                raise OSError('getaddrinfo() returned empty list')
+            for fam, _, pro, _, address in infos:
+                pair = by_key.setdefault((fam, pro), [None, None])
+                pair[index] = address
+        # Every address given must have an entry for the pair's key.
+        pairs = [(key, pair) for key, pair in by_key.items()
+                 if not ((local_addr and pair[0] is None)
+                         or (remote_addr and pair[1] is None))]
+        if not pairs:
+            raise ValueError('can not get address information')
+        return pairs
+
+    async def _open_datagram_socket(self, pairs, local_addr, remote_addr,
+                                    reuse_port, allow_broadcast):
+        """Create, bind and connect a socket for the first pair that
+        works; return (sock, remote address or None)."""
+        exceptions = []
+        for (family, proto), (local_address, remote_address) in pairs:
+            sock = None
+            try:
+                sock = socket.socket(family=family, type=socket.SOCK_DGRAM,
+                                     proto=proto)
+                if reuse_port:
+                    _set_reuseport(sock)
+                if allow_broadcast:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                sock.setblocking(False)
+                if local_addr:
+                    sock.bind(local_address)
+                r_addr = None
+                if remote_addr:
+                    if not allow_broadcast:
+                        await self.sock_connect(sock, remote_address)
+                    r_addr = remote_address
+            except OSError as exc:
+                if sock is not None:
+                    sock.close()
+                exceptions.append(exc)
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
+            else:
+                return sock, r_addr
+        try:
+            raise exceptions[0]
+        finally:
+            exceptions = None  # break the traceback cycle
+
+    # -- sock_sendto / sock_recvfrom / sock_recvfrom_into -------------------
+
+    def _dgram_watch(self, fut, sock, writer, callback, *args):
+        """Call callback(*args) whenever sock is ready, until fut is done;
+        the registration is dropped as soon as fut is done."""
+        fd = sock.fileno()
+        if writer:
+            self.add_writer(fd, callback, *args)
+        else:
+            self.add_reader(fd, callback, *args)
+
+        def unwatch(_fut):
+            if self.is_closed():
+                return
+            if writer:
+                self.remove_writer(fd)
+            else:
+                self.remove_reader(fd)
+        fut.add_done_callback(unwatch)
+
+    async def sock_sendto(self, sock, data, address):
+        """Send one datagram to address; return the number of bytes
+        sent."""
+        _check_sock(self, sock)
+        try:
+            return sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        self._dgram_watch(fut, sock, True, self._sock_sendto_ready,
+                          fut, sock, data, address)
+        return await fut
+
+    def _sock_sendto_ready(self, fut, sock, data, address):
+        if fut.done():
+            return
+        try:
+            n = sock.sendto(data, 0, address)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(n)
+
+    async def sock_recvfrom(self, sock, bufsize):
+        """Receive one datagram: return (data, address)."""
+        _check_sock(self, sock)
+        try:
+            return sock.recvfrom(bufsize)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        self._dgram_watch(fut, sock, False, self._sock_recvfrom_ready,
+                          fut, sock, bufsize)
+        return await fut
+
+    def _sock_recvfrom_ready(self, fut, sock, bufsize):
+        if fut.done():
+            return
+        try:
+            result = sock.recvfrom(bufsize)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        """Receive one datagram into buf: return (nbytes, address)."""
+        _check_sock(self, sock)
+        if not nbytes:
+            nbytes = len(buf)
+        try:
+            return sock.recvfrom_into(buf, nbytes)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        self._dgram_watch(fut, sock, False, self._sock_recvfrom_into_ready,
+                          fut, sock, buf, nbytes)
+        return await fut
+
+    def _sock_recvfrom_into_ready(self, fut, sock, buf, nbytes):
+        if fut.done():
+            return
+        try:
+            result = sock.recvfrom_into(buf, nbytes)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)

@@ -1,0 +1,362 @@
+"""Subprocesses: asyncio.create_subprocess_exec/_shell and
+loop.subprocess_exec/_shell (every stdio mode, large communicate(), exit
+codes, signals, many concurrent children, a loop in another thread, the
+transport/protocol API and its call order) and argument checking."""
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+TIMEOUT = 30.0
+PY = sys.executable
+PIPE = subprocess.PIPE
+
+
+def run(loop, coro, timeout=TIMEOUT):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def assert_reaped(pid):
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+# -------------------------------------------------------------- stdio modes
+
+def test_pipes_for_all_three(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import sys; data = sys.stdin.buffer.read(); '
+                      'sys.stdout.buffer.write(data.upper()); '
+                      'sys.stderr.buffer.write(b"err:" + data)',
+            stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        assert proc.pid > 0
+        out, err = await proc.communicate(b'some input')
+        assert (out, err) == (b'SOME INPUT', b'err:some input')
+        assert proc.returncode == 0
+        assert_reaped(proc.pid)
+    run(loop, main())
+
+
+def test_devnull_and_stderr_to_stdout(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import sys; print(repr(sys.stdin.read()), end=""); '
+                      'print("E", end="", file=sys.stderr)',
+            stdin=subprocess.DEVNULL, stdout=PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdin is None and proc.stderr is None
+        out, err = await proc.communicate()
+        assert out == b"''E" and err is None
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'print("lost")', stdout=subprocess.DEVNULL)
+        assert proc.stdout is None
+        assert await proc.wait() == 0
+    run(loop, main())
+
+
+def test_fd_and_file_objects(loop, tmp_path):
+    out_path = tmp_path / 'out'
+    in_path = tmp_path / 'in'
+    in_path.write_bytes(b'from a file')
+
+    async def main():
+        # A file object for stdin, an fd for stdout, a pipe's fd for stderr.
+        r, w = os.pipe()
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT)
+        with open(in_path, 'rb') as stdin:
+            proc = await asyncio.create_subprocess_exec(
+                PY, '-c', 'import sys; d = sys.stdin.buffer.read(); '
+                          'sys.stdout.buffer.write(d); '
+                          'sys.stderr.buffer.write(d[::-1])',
+                stdin=stdin, stdout=fd, stderr=w)
+        os.close(fd)
+        os.close(w)
+        assert proc.stdin is proc.stdout is proc.stderr is None
+        assert await proc.wait() == 0
+        with open(r, 'rb') as rf:
+            assert rf.read() == b'elif a morf'
+        assert out_path.read_bytes() == b'from a file'
+    run(loop, main())
+
+
+def test_large_communicate(loop):
+    size = 20 * 1024 * 1024
+    data = os.urandom(size)
+    digest = hashlib.sha256(data).hexdigest().encode()
+    child = ('import sys, hashlib\n'
+             'h = hashlib.sha256()\n'
+             'r, w = sys.stdin.buffer, sys.stdout.buffer\n'
+             'while True:\n'
+             '    chunk = r.read1(1 << 16)\n'
+             '    if not chunk:\n'
+             '        break\n'
+             '    h.update(chunk)\n'
+             '    w.write(chunk)\n'
+             'w.flush()\n'
+             'sys.stderr.write(h.hexdigest())\n')
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', child, stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        out, err = await proc.communicate(data)
+        assert proc.returncode == 0
+        assert err == digest  # the child got every input byte, in order
+        assert len(out) == size
+        assert hashlib.sha256(out).hexdigest().encode() == digest
+    run(loop, main(), timeout=60)
+
+
+def test_streams_readline_and_drain(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            'cat', stdin=PIPE, stdout=PIPE)
+        for i in range(100):
+            proc.stdin.write(b'line %d\n' % i)
+            await proc.stdin.drain()
+            assert await proc.stdout.readline() == b'line %d\n' % i
+        proc.stdin.close()
+        await proc.stdin.wait_closed()
+        assert await proc.stdout.read() == b''
+        assert await proc.wait() == 0
+    run(loop, main())
+
+
+# ---------------------------------------------------- exit codes and signals
+
+def test_exit_codes(loop):
+    async def main():
+        p = await asyncio.create_subprocess_exec(PY, '-c',
+                                                 'raise SystemExit(7)')
+        assert await p.wait() == 7
+        p = await asyncio.create_subprocess_shell('exit 3')
+        assert await p.wait() == 3
+        assert p.returncode == 3
+        p = await asyncio.create_subprocess_shell(
+            'echo $((6 * 7))', stdout=PIPE)
+        assert await p.communicate() == (b'42\n', None)
+        assert p.returncode == 0
+        p = await asyncio.create_subprocess_exec('true')
+        await p.wait()
+        assert await p.wait() == 0  # waiting again is fine
+    run(loop, main())
+
+
+def test_signals(loop):
+    child = ('import signal, sys, time\n'
+             'signal.signal(signal.SIGUSR1, lambda *a: sys.exit(42))\n'
+             'print("ready", flush=True)\n'
+             'time.sleep(30)\n')
+
+    async def main():
+        p = await asyncio.create_subprocess_exec(PY, '-c', child, stdout=PIPE)
+        assert await p.stdout.readline() == b'ready\n'
+        p.send_signal(signal.SIGUSR1)
+        assert await p.wait() == 42
+
+        p = await asyncio.create_subprocess_exec('sleep', '30')
+        p.terminate()
+        assert await p.wait() == -signal.SIGTERM
+
+        p = await asyncio.create_subprocess_exec('sleep', '30')
+        p.kill()
+        assert await p.wait() == -signal.SIGKILL
+        # The process is gone (and reaped): no signal reaches anyone.
+        with pytest.raises(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+        assert_reaped(p.pid)
+    run(loop, main())
+
+
+def test_many_concurrent_children(loop):
+    async def one():
+        p = await asyncio.create_subprocess_exec('true')
+        return p.pid, await p.wait()
+
+    async def main():
+        results = await asyncio.gather(*(one() for _ in range(200)))
+        assert len({pid for pid, _ in results}) == 200
+        assert all(code == 0 for _, code in results)
+        for pid, _ in results:
+            assert_reaped(pid)  # no zombie left behind
+    run(loop, main(), timeout=60)
+
+
+def test_loop_in_another_thread(loop):
+    result = {}
+
+    async def main():
+        p = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import sys; sys.stdout.write(sys.stdin.read()); '
+                      'sys.exit(5)', stdin=PIPE, stdout=PIPE)
+        out, _ = await p.communicate(b'threaded')
+        s = await asyncio.create_subprocess_exec('sleep', '30')
+        s.kill()
+        return out, p.returncode, await s.wait()
+
+    def target():
+        try:
+            result['value'] = run(loop, main())
+        except BaseException as exc:
+            result['error'] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(TIMEOUT + 5)
+    assert not thread.is_alive()
+    if 'error' in result:
+        raise result['error']
+    assert result['value'] == (b'threaded', 5, -signal.SIGKILL)
+
+
+# ------------------------------------------- transport and protocol interface
+
+class Recorder(asyncio.SubprocessProtocol):
+    def __init__(self, loop):
+        self.events = []
+        self.data = {1: bytearray(), 2: bytearray()}
+        self.exited = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append('made')
+
+    def pipe_data_received(self, fd, data):
+        self.data[fd] += data
+
+    def pipe_connection_lost(self, fd, exc):
+        self.events.append(('pipe_lost', fd, exc))
+
+    def process_exited(self):
+        self.events.append('exited')
+        self.exited.set_result(self.transport.get_returncode())
+
+    def connection_lost(self, exc):
+        self.events.append('lost')
+        self.lost.set_result(exc)
+
+
+def test_protocol_calls_and_transport_api(loop):
+    async def main():
+        tr, pr = await loop.subprocess_exec(
+            lambda: Recorder(loop), PY, '-c',
+            'import sys; sys.stdout.write(sys.stdin.read()); '
+            'sys.stderr.write("e"); sys.exit(3)')
+        assert isinstance(tr, asyncio.SubprocessTransport)
+        assert pr.events == ['made']
+        pid = tr.get_pid()
+        assert pid > 0 and tr.get_returncode() is None
+        assert tr.get_extra_info('subprocess').pid == pid
+        stdin = tr.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        assert isinstance(tr.get_pipe_transport(1), asyncio.ReadTransport)
+        assert isinstance(tr.get_pipe_transport(2), asyncio.ReadTransport)
+        assert tr.get_pipe_transport(3) is None
+        stdin.write(b'echoed')
+        stdin.close()
+        assert await pr.exited == 3
+        assert await pr.lost is None
+        assert tr.get_returncode() == 3
+        assert pr.data == {1: bytearray(b'echoed'), 2: bytearray(b'e')}
+        ev = pr.events
+        assert ev[0] == 'made' and ev[-1] == 'lost'
+        assert sorted(e[1] for e in ev if e[0] == 'pipe_lost') == [0, 1, 2]
+        assert all(e[2] is None for e in ev if e[0] == 'pipe_lost')
+        assert ev.count('exited') == 1 and len(ev) == 6
+        tr.close()
+        assert tr.is_closing()
+        assert_reaped(pid)
+    run(loop, main())
+
+
+def test_transport_close_kills_child(loop):
+    async def main():
+        tr, pr = await loop.subprocess_shell(
+            lambda: Recorder(loop), 'exec sleep 30',
+            stdin=None, stdout=None, stderr=None)
+        assert tr.get_pipe_transport(0) is None
+        tr.close()
+        assert await pr.exited == -signal.SIGKILL
+        assert await pr.lost is None
+        assert pr.events == ['made', 'exited', 'lost']
+    run(loop, main())
+
+
+def test_popen_keywords_pass_through(loop, tmp_path):
+    async def main():
+        r, w = os.pipe()
+        p = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import os, sys; os.write(int(sys.argv[1]), b"fd"); '
+                      'print(os.getcwd(), os.environ["EVPY_X"], '
+                      'os.getsid(0) == os.getpid())', str(w),
+            stdout=PIPE, cwd=str(tmp_path), env={'EVPY_X': 'yes'},
+            pass_fds=(w,), start_new_session=True)
+        os.close(w)
+        out, _ = await p.communicate()
+        assert out.split() == [str(tmp_path).encode(), b'yes', b'True']
+        assert os.read(r, 10) == b'fd'
+        os.close(r)
+    run(loop, main())
+
+
+# ------------------------------------------------------------------- errors
+
+def test_bad_arguments(loop):
+    P = asyncio.SubprocessProtocol
+
+    async def main():
+        bad = [dict(universal_newlines=True), dict(text=True),
+               dict(encoding='utf-8'), dict(errors='strict'),
+               dict(bufsize=1), dict(bufsize=-1)]
+        for kw in bad:
+            with pytest.raises(ValueError):
+                await loop.subprocess_exec(P, 'true', **kw)
+            with pytest.raises(ValueError):
+                await loop.subprocess_shell(P, 'true', **kw)
+            with pytest.raises(ValueError):
+                await asyncio.create_subprocess_exec('true', **kw)
+        with pytest.raises(ValueError, match='shell must be False'):
+            await loop.subprocess_exec(P, 'true', shell=True)
+        with pytest.raises(ValueError, match='shell must be True'):
+            await loop.subprocess_shell(P, 'true', shell=False)
+        with pytest.raises(ValueError, match='cmd must be a string'):
+            await loop.subprocess_shell(P, ['true'])
+        with pytest.raises(ValueError, match='cmd must be a string'):
+            await asyncio.create_subprocess_shell(['echo', 'x'])
+        with pytest.raises(TypeError):
+            await asyncio.create_subprocess_exec(['true'])
+    run(loop, main())
+
+
+def test_spawn_failures_leave_nothing_behind(loop, tmp_path):
+    async def main():
+        with pytest.raises(FileNotFoundError):
+            await asyncio.create_subprocess_exec(
+                str(tmp_path / 'no-such-program'),
+                stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        with pytest.raises(OSError):
+            await asyncio.create_subprocess_exec(
+                'true', cwd=str(tmp_path / 'no-such-dir'), stdout=PIPE)
+        # The loop is still fine afterwards.
+        p = await asyncio.create_subprocess_exec('true')
+        assert await p.wait() == 0
+    run(loop, main())
+
+
+@pytest.mark.evpy_only
+def test_reaper_thread_without_pidfd(loop, monkeypatch):
+    monkeypatch.delattr(os, 'pidfd_open', raising=False)
+
+    async def main():
+        ps = [await asyncio.create_subprocess_exec(
+              PY, '-c', f'raise SystemExit({i})') for i in range(5)]
+        assert [await p.wait() for p in ps] == list(range(5))
+        p = await asyncio.create_subprocess_exec('sleep', '30')
+        p.kill()
+        assert await p.wait() == -signal.SIGKILL
+    run(loop, main())
