@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 
 from asyncio import base_subprocess
 
@@ -73,10 +74,17 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
         if self._closed:
             return
         self._closed = True
-        for proto in self._pipes.values():
-            if proto is None:
-                continue
-            proto.pipe.close()
+        try:
+            for proto in self._pipes.values():
+                if proto is None:
+                    continue
+                proto.pipe.close()
+        finally:
+            # Kill even if a pipe could not be closed (its loop is closed
+            # when an unclosed transport is garbage collected).
+            self._kill_if_running()
+
+    def _kill_if_running(self):
         if (self._proc is not None and self._returncode is None
                 and self._child_running()):
             if self._loop.get_debug():
@@ -204,29 +212,31 @@ class SubprocessMixin:
             except OSError:
                 pass  # ENOSYS (old kernel), EMFILE...: use a thread
             else:
+                # Closes the pidfd exactly once: when the child is reaped,
+                # or if the transport is garbage collected without that
+                # ever happening (its loop was closed first).
+                close_pidfd = weakref.finalize(transport, os.close, pidfd)
                 try:
                     self.add_reader(pidfd, self._child_pidfd_ready,
-                                    transport, pid, pidfd)
+                                    transport, pid, pidfd, close_pidfd)
                 except BaseException:
-                    os.close(pidfd)
+                    close_pidfd()
                     raise
                 return
         self._start_waitpid_thread(transport, pid)
 
-    def _child_pidfd_ready(self, transport, pid, pidfd):
+    def _child_pidfd_ready(self, transport, pid, pidfd, close_pidfd):
         try:
             wpid, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             wpid, status = pid, None  # reaped elsewhere
+        self.remove_reader(pidfd)
+        close_pidfd()
         if wpid == 0:
             # Not reapable yet (cannot happen once the pidfd is readable,
             # but never spin on it): wait in a thread instead.
-            self.remove_reader(pidfd)
-            os.close(pidfd)
             self._start_waitpid_thread(transport, pid)
             return
-        self.remove_reader(pidfd)
-        os.close(pidfd)
         returncode = _returncode(transport, pid, status)
         if _PY312:
             self.call_soon(transport._process_exited, returncode)

@@ -111,6 +111,17 @@ def test_large_communicate(loop):
     run(loop, main(), timeout=60)
 
 
+def test_communicate_child_not_reading(loop):
+    async def main():
+        # The child exits without reading: the broken stdin pipe is not an
+        # error for communicate().
+        proc = await asyncio.create_subprocess_exec(
+            'true', stdin=PIPE, stdout=PIPE)
+        out, err = await proc.communicate(b'x' * (8 << 20))
+        assert (out, err, proc.returncode) == (b'', None, 0)
+    run(loop, main())
+
+
 def test_streams_readline_and_drain(loop):
     async def main():
         proc = await asyncio.create_subprocess_exec(
@@ -274,6 +285,38 @@ def test_protocol_calls_and_transport_api(loop):
     run(loop, main())
 
 
+def test_call_order(loop):
+    def shape(events):
+        """pipe_connection_lost calls with the fd order left out."""
+        out = []
+        for e in events:
+            if isinstance(e, tuple):
+                assert e[2] is None
+                if out and isinstance(out[-1], set):
+                    out[-1].add(e[1])
+                    continue
+                e = {e[1]}
+            out.append(e)
+        return out
+
+    async def main():
+        # The child closes its output, then exits: pipes first.
+        tr, pr = await loop.subprocess_shell(
+            lambda: Recorder(loop), 'exec >&- 2>&-; sleep 0.1',
+            stdin=subprocess.DEVNULL)
+        await pr.lost
+        assert shape(pr.events) == ['made', {1, 2}, 'exited', 'lost']
+        tr.close()
+        # A grandchild keeps the pipes open after the child exits.
+        tr, pr = await loop.subprocess_shell(
+            lambda: Recorder(loop), 'sleep 0.2 & exit 0',
+            stdin=subprocess.DEVNULL)
+        await pr.lost
+        assert shape(pr.events) == ['made', 'exited', {1, 2}, 'lost']
+        tr.close()
+    run(loop, main())
+
+
 def test_transport_close_kills_child(loop):
     async def main():
         tr, pr = await loop.subprocess_shell(
@@ -360,3 +403,41 @@ def test_reaper_thread_without_pidfd(loop, monkeypatch):
         p.kill()
         assert await p.wait() == -signal.SIGKILL
     run(loop, main())
+
+
+@pytest.mark.evpy_only
+@pytest.mark.filterwarnings('ignore::ResourceWarning')
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_loop_closed_with_running_child(loop):
+    # asyncio (3.12+ with its pidfd watcher) leaks the pidfd and leaves the
+    # child running here; evpy closes the pidfd and kills the child once
+    # the forgotten transport is collected.
+    import gc
+    import time
+
+    async def main():
+        p = await asyncio.create_subprocess_exec('sleep', '30', stdout=PIPE)
+        return p.pid
+
+    pid = run(loop, main())
+    loop.close()
+    gc.collect()
+    links = []
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            links.append(os.readlink(f'/proc/self/fd/{fd}'))
+        except OSError:
+            pass  # the directory listing's own fd
+    assert not [link for link in links if 'pidfd' in link]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            wpid, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            break  # reaped by Popen.__del__
+        if wpid:
+            assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail('the child was not killed')
