@@ -516,7 +516,7 @@ def run_case(case, ci, ncases, active, loops, args, floor_cache=None):
         shared = cache.setdefault((case.floor_key, n), {})
     case_loops = [lp for lp in active if lp != FLOOR or shared is not None]
     log("[%d/%d] %s (n=%d, %d rounds)" % (ci, ncases, case.name, n, rounds))
-    timeout = args.timeout or case.timeout
+    timeout = args.timeout or case.timeout * max(1.0, args.scale)
     hung, unsupported = set(), set()
     for rnd in range(rounds):
         k = rnd % len(case_loops)
@@ -612,13 +612,15 @@ def footer(doc, loops, probes, args):
             lines.append("NOTE: %s is not available (%s); its columns show "
                          "n/a." % (display_name(lp), probes[lp].get("error")))
     groups = {c["group"] for c in doc["cases"] if not c["skipped"]}
-    capped = sorted({(c["rounds"], c["group"]) for c in doc["cases"]
-                     if c.get("rounds") and c["rounds"] != args.rounds
-                     and not c["skipped"]})
+    capped = {}
+    for c in doc["cases"]:
+        if c.get("rounds") and c["rounds"] != args.rounds and not c["skipped"]:
+            capped.setdefault(c["rounds"], []).append(c["name"])
     if capped:
         lines.append("Fewer rounds for the heavy cases: %s (see the 'rounds' "
                      "column; --rounds N forces N everywhere)."
-                     % ", ".join("%s: %d" % (g, r) for r, g in capped))
+                     % "; ".join("%d for %s" % (r, _abbrev(names))
+                                 for r, names in sorted(capped.items())))
     if "net" in groups:
         lines.append(
             "Networking: server pinned to CPU %s, load generator "
@@ -668,6 +670,15 @@ def footer(doc, loops, probes, args):
 
 
 CLIENT_BUSY = 0.9
+
+
+def _abbrev(names):
+    """'echo_* (10), http_keepalive_c100' for a list of case names."""
+    by_prefix = {}
+    for n in names:
+        by_prefix.setdefault(n.split("_", 1)[0], []).append(n)
+    return ", ".join(v[0] if len(v) == 1 else "%s_* (%d)" % (k, len(v))
+                     for k, v in by_prefix.items())
 
 
 def _client_bound(cases):
