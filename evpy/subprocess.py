@@ -15,9 +15,11 @@ Children are reaped without asyncio's (deprecated) child watchers:
   os.waitpid and reports back with call_soon_threadsafe, as asyncio's
   ThreadedChildWatcher does.
 
-Only the reaper calls waitpid: the transport's close() checks whether the
-child is still running with waitid(WNOWAIT), which does not reap, and no
-signal is sent once the child has been reaped (its pid may be reused).
+The transport's close() checks whether the child is still running with
+waitid(WNOWAIT), which does not reap it, before Popen.kill(); send_signal()
+does nothing once the child has been reaped (its pid may be reused). If
+something else reaps the child (Popen.poll(), wait()), the return code is
+read from the Popen object.
 """
 
 import logging
@@ -90,7 +92,10 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
             if self._loop.get_debug():
                 logger.warning('Close running child process: kill %r', self)
             try:
-                os.kill(self._proc.pid, signal.SIGKILL)
+                # Popen.kill() as asyncio does (tests and users hook it);
+                # if its poll() reaps the child, the reaper reads the
+                # return code from the Popen object.
+                self._proc.kill()
             except (ProcessLookupError, PermissionError):
                 pass
             # _proc is kept: _connect_pipes() may still be running.
