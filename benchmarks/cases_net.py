@@ -254,7 +254,7 @@ def http_keepalive_c100(loop, n):
             "p99_us": res["p99_us"]}
 
 
-# -- idle connections at scale -------------------------------------------------
+# -- idle connections at scale -----------------------------------------------
 
 IDLE_WINDOW = 1000
 

@@ -63,7 +63,7 @@ async def start_protocol(loop, backlog=BACKLOG):
     return Running(server.sockets[0].getsockname()[1], server.close)
 
 
-# -- BufferedProtocol ----------------------------------------------------------
+# -- BufferedProtocol --------------------------------------------------------
 
 class EchoBufferedProtocol(asyncio.BufferedProtocol):
     __slots__ = ("transport", "view")
