@@ -25,6 +25,21 @@ pytest_run() {
     fi
 }
 
+conformance_run() {
+    # usage: conformance_run NAME VENV [ENV=VALUE...]: CPython's asyncio
+    # suite against the installed evpy, gated by the expected-failures list.
+    local name=$1 venv=$2
+    shift 2
+    echo "== $name"
+    if env "$@" "$venv/bin/python" conformance/runner.py -j2 --check \
+            --json "$logdir/$name.json" >"$logdir/$name.log" 2>&1; then
+        grep -E '^TOTAL' "$logdir/$name.log"
+    else
+        tail -n 40 "$logdir/$name.log"
+        failed+=("$name")
+    fi
+}
+
 for v in 311 312 313; do
     pyvar=PY$v
     py=${!pyvar}
@@ -35,6 +50,7 @@ for v in 311 312 313; do
         continue
     fi
     pytest_run "py$v" "$VENVS/py$v"
+    conformance_run "conformance-py$v" "$VENVS/py$v"
 done
 
 pytest_run "py312-poll" "$VENVS/py312" EVPY_POLLER=poll

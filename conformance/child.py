@@ -148,12 +148,22 @@ def restore_signals():
                 pass
 
 
+def in_place_build(root):
+    """True if `root` has evpy built in place for this interpreter (then
+    that build is tested; otherwise the installed evpy is)."""
+    import glob
+    import sysconfig
+    suffix = sysconfig.get_config_var('EXT_SUFFIX')
+    return bool(glob.glob(os.path.join(root, 'evpy', '_core' + suffix)))
+
+
 def load_target(name):
     """Return (factory, policy class, loop type, class-name prefix)."""
     if name == 'asyncio':
         return None, None, None, ''
     if name == 'evpy':
-        sys.path.insert(0, REPO_ROOT)
+        if in_place_build(REPO_ROOT):
+            sys.path.insert(0, REPO_ROOT)
         import evpy
         return evpy.new_event_loop, evpy.EventLoopPolicy, evpy.Loop, 'Evpy'
     if name == 'uvloop':

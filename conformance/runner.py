@@ -670,9 +670,11 @@ def main(argv=None):
                                       % opts.loop))
     ver, full, all_mods = python_info(opts.python)
     if opts.loop != 'asyncio':
-        probe = ('import sys; sys.path.insert(0, %r); import %s as m; '
-                 'm.new_event_loop().close()'
-                 % (os.path.dirname(HERE), opts.loop))
+        probe = ('import sys; sys.path.insert(0, %r); import child; '
+                 'child.in_place_build(%r) and sys.path.insert(0, %r); '
+                 'import %s as m; m.new_event_loop().close(); print(m.__file__)'
+                 % (HERE, os.path.dirname(HERE), os.path.dirname(HERE),
+                    opts.loop))
         r = subprocess.run([opts.python, '-c', probe], capture_output=True,
                            text=True)
         if r.returncode:

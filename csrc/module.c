@@ -52,17 +52,23 @@ intern(PyObject **slot, const char *s)
 }
 
 /* TransportBase extends asyncio.BaseTransport; each concrete transport
- * type has it and the matching asyncio class as bases. */
+ * type has it and the matching asyncio classes as bases. */
 static PyTypeObject *
 transport_type(PyObject *mod, PyType_Spec *spec, PyTypeObject *base,
-               const char *asyncio_name)
+               const char *asyncio_name, const char *asyncio_name2)
 {
     PyObject *other = import_attr("asyncio", asyncio_name);
-    if (other == NULL) {
+    PyObject *other2 = asyncio_name2 ? import_attr("asyncio", asyncio_name2)
+                                     : NULL;
+    if (other == NULL || (asyncio_name2 != NULL && other2 == NULL)) {
+        Py_XDECREF(other);
+        Py_XDECREF(other2);
         return NULL;
     }
-    PyObject *bases = PyTuple_Pack(2, (PyObject *)base, other);
+    PyObject *bases = other2 ? PyTuple_Pack(3, (PyObject *)base, other, other2)
+                             : PyTuple_Pack(2, (PyObject *)base, other);
     Py_DECREF(other);
+    Py_XDECREF(other2);
     if (bases == NULL) {
         return NULL;
     }
@@ -86,12 +92,14 @@ add_transport_types(PyObject *mod, evpy_state *st)
         return -1;
     }
     st->StreamType = transport_type(mod, &evpy_stream_spec,
-                                    st->TransportBaseType, "Transport");
+                                    st->TransportBaseType, "Transport", NULL);
     if (st->StreamType == NULL) {
         return -1;
     }
+    /* asyncio's datagram transport is a Transport too (its selector
+     * base class is), and a DatagramTransport from 3.12 on. */
     st->DatagramType = transport_type(mod, &evpy_datagram_spec,
-                                      st->TransportBaseType,
+                                      st->TransportBaseType, "Transport",
                                       "DatagramTransport");
     return st->DatagramType == NULL ? -1 : 0;
 }

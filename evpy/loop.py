@@ -33,7 +33,11 @@ _PY313 = sys.version_info >= (3, 13)
 
 
 def _debug_mode_default():
-    """asyncio's default: -X dev or PYTHONASYNCIODEBUG."""
+    """asyncio's default: -X dev or PYTHONASYNCIODEBUG (asked through
+    asyncio's own helper where it has one, so patching it works alike)."""
+    is_debug = getattr(asyncio.coroutines, '_is_debug_mode', None)
+    if is_debug is not None:
+        return is_debug()
     return sys.flags.dev_mode or (not sys.flags.ignore_environment
                                   and bool(os.environ.get('PYTHONASYNCIODEBUG')))
 

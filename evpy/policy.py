@@ -11,10 +11,17 @@ import asyncio.events
 
 from .loop import Loop, new_event_loop
 
-# 3.14 renamed the base class with a leading underscore and deprecated the
-# public alias; look the new name up first so no DeprecationWarning fires.
-_BasePolicy = getattr(asyncio.events, '_BaseDefaultEventLoopPolicy', None)
-if _BasePolicy is None:
+# On Unix the default policy also manages child watchers (3.11-3.13): keep
+# that API working for code that calls it, though evpy reaps its children
+# itself. 3.14 renamed the base classes with a leading underscore and
+# deprecated the public aliases; the private names are looked up first so
+# no DeprecationWarning fires.
+_BasePolicy = (getattr(asyncio, 'unix_events', None)
+               and getattr(asyncio.unix_events, '_UnixDefaultEventLoopPolicy',
+                           None))
+if not _BasePolicy:
+    _BasePolicy = getattr(asyncio.events, '_BaseDefaultEventLoopPolicy', None)
+if not _BasePolicy:
     _BasePolicy = asyncio.events.BaseDefaultEventLoopPolicy
 
 

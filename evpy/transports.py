@@ -234,6 +234,10 @@ class _PipeTransport(_Common, _core.StreamTransport):
     def _pipe(self):
         return self._sock
 
+    @_pipe.setter
+    def _pipe(self, value):
+        self._sock = value
+
     @property
     def _fileno(self):
         return self._sock_fd if self._sock is not None else None
