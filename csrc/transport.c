@@ -56,7 +56,7 @@ int
 evpy_tr_set_want(TransportObject *t, unsigned set, unsigned clear)
 {
     LoopObject *loop = TR_LOOP(t);
-    if (loop == NULL) {
+    if (loop == NULL || t->released) {
         return 0;
     }
     unsigned want = evpy_loop_io_wanted(loop, &t->io);
@@ -466,6 +466,54 @@ tr_detach(TransportObject *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* _release_fd(): lend the fd to loop.sock_sendfile() (which registers it
+ * itself): the transport leaves the fd table but keeps its loop. The
+ * caller has paused reading and drained the write buffer. */
+static PyObject *
+tr_release_fd(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->released) {
+        Py_RETURN_NONE;
+    }
+    if (require_loop(t) < 0) {
+        return NULL;
+    }
+    LoopObject *loop = (LoopObject *)Py_NewRef((PyObject *)t->io.loop);
+    evpy_loop_io_detach(loop, &t->io); /* drops io.loop's reference */
+    t->io.loop = loop;                 /* ... and this one replaces it */
+    t->released = 1;
+    Py_RETURN_NONE;
+}
+
+/* _reclaim_fd(): take the fd back and restore the interest the state
+ * calls for. */
+static PyObject *
+tr_reclaim_fd(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (!t->released) {
+        Py_RETURN_NONE;
+    }
+    LoopObject *loop = t->io.loop; /* our reference */
+    t->io.loop = NULL;
+    if (evpy_loop_io_attach(loop, &t->io) < 0) {
+        t->io.loop = loop;
+        return NULL;
+    }
+    Py_DECREF(loop);
+    t->released = 0;
+    unsigned want = 0;
+    if (!t->paused && !t->closing) {
+        want |= EVPY_READ;
+    }
+    if (t->ops->queued(t) > 0) {
+        want |= EVPY_WRITE;
+    }
+    if (evpy_tr_set_want(t, want, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* -- attributes ------------------------------------------------------------- */
 
 static PyObject *
@@ -586,6 +634,10 @@ static PyMethodDef tr_methods[] = {
     {"get_protocol", (PyCFunction)tr_get_protocol, METH_NOARGS, NULL},
     {"_attach", (PyCFunction)tr_attach, METH_VARARGS, NULL},
     {"_detach", (PyCFunction)tr_detach, METH_NOARGS, NULL},
+    {"_release_fd", (PyCFunction)tr_release_fd, METH_NOARGS,
+     "Lend the fd out (native sendfile)."},
+    {"_reclaim_fd", (PyCFunction)tr_reclaim_fd, METH_NOARGS,
+     "Take the fd back after _release_fd()."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,6 +35,7 @@ struct TransportObject {
     char closing;
     char paused;                 /* pause_reading() called */
     char protocol_paused;        /* pause_writing() called */
+    char released;               /* fd lent out (_release_fd), loop kept */
 };
 
 #define TR_LOOP(t) (((TransportObject *)(t))->io.loop)

@@ -4,11 +4,12 @@ sock_sendfile() uses os.sendfile() (zero copy) and, when the file or the
 platform cannot do that and fallback=True, reads the file in the default
 executor and sends it with sock_sendall(), as asyncio does.
 
-loop.sendfile() sends over a transport.  A transport that declares
-``_sendfile_compatible = _SendfileMode.TRY_NATIVE`` and offers asyncio's
-``_make_empty_waiter()`` / ``_reset_empty_waiter()`` and ``_sock`` gets the
-zero-copy path; every other stream transport gets the fallback, which writes
-through transport.write() and waits for the protocol's flow control
+loop.sendfile() sends over a transport.  evpy's socket transports declare
+``_sendfile_compatible = _SendfileMode.TRY_NATIVE`` and get the zero-copy
+path: reading paused, the write buffer drained (``_make_empty_waiter()``),
+the fd lent to sock_sendfile() (``_release_fd()`` / ``_reclaim_fd()``).
+Every other stream transport gets the fallback, which writes through
+transport.write() and waits for the protocol's flow control
 (pause_writing / resume_writing) between blocks.
 """
 
@@ -217,8 +218,8 @@ class SendfileMixin:
             raise RuntimeError('Transport is closing')
         mode = getattr(transport, '_sendfile_compatible', None)
         if mode is None:
-            # evpy's stream transports need not declare a mode: every
-            # stream transport can take the write/drain fallback.
+            # A transport that declares nothing can still take the
+            # write/drain fallback if it is a stream transport.
             mode = (_Mode.FALLBACK
                     if isinstance(transport, asyncio.WriteTransport)
                     and isinstance(transport, asyncio.ReadTransport)
@@ -240,32 +241,24 @@ class SendfileMixin:
         return await self._sendfile_fallback(transport, file, offset, count)
 
     async def _sendfile_native(self, transport, file, offset, count):
-        make_waiter = getattr(transport, '_make_empty_waiter', None)
-        reset_waiter = getattr(transport, '_reset_empty_waiter', None)
-        sock = getattr(transport, '_sock', None)
-        if make_waiter is None or reset_waiter is None or sock is None:
-            raise SendfileNotAvailableError(
-                'sendfile syscall is not supported')
-        # While sock_sendfile() owns the descriptor, the transport must not
-        # count as its user (add_writer would refuse the fd otherwise).
-        transports = getattr(self, '_transports', None)
-        fd = sock.fileno()
-        if transports is not None:
-            transports.pop(fd, None)
+        # evpy transports lend their fd to sock_sendfile() (which registers
+        # it itself) once reading is paused and the write buffer is empty.
         resume_reading = transport.is_reading()
         transport.pause_reading()
         try:
-            await make_waiter()
+            await transport._make_empty_waiter()
             try:
-                return await self.sock_sendfile(sock, file, offset, count,
-                                                fallback=False)
+                transport._release_fd()
+                try:
+                    return await self.sock_sendfile(
+                        transport._sock, file, offset, count, fallback=False)
+                finally:
+                    transport._reclaim_fd()
             finally:
-                reset_waiter()
+                transport._reset_empty_waiter()
         finally:
             if resume_reading:
                 transport.resume_reading()
-            if transports is not None:
-                transports[fd] = transport
 
     async def _sendfile_fallback(self, transport, file, offset, count):
         if offset:

@@ -15,7 +15,7 @@ import stat
 import sys
 import warnings
 
-from asyncio import trsock
+from asyncio import constants, trsock
 
 from . import _core
 
@@ -189,6 +189,8 @@ class _SocketTransportBase(_Common):
 
 class SocketTransport(_SocketTransportBase, _core.StreamTransport):
     """Transport over a connected stream socket (TCP or Unix)."""
+
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None,
                  server=None):
