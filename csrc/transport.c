@@ -4,6 +4,9 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 int
 evpy_tr_init(TransportObject *t, PyTypeObject *type, const evpy_io_vtable *vt,
@@ -425,7 +428,8 @@ tr_get_protocol(TransportObject *t, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(t->protocol ? t->protocol : Py_None);
 }
 
-/* _attach(loop, sock, fd, kind): registers with the loop. */
+/* _attach(loop, sock, fd, kind): registers with the loop; kind is the
+ * subtype's flavour (0: a stream socket, which gets TCP_NODELAY). */
 static PyObject *
 tr_attach(TransportObject *t, PyObject *args)
 {
@@ -449,6 +453,12 @@ tr_attach(TransportObject *t, PyObject *args)
         return NULL;
     }
     Py_XSETREF(t->sock, Py_NewRef(sock));
+    if (kind == 0) {
+        /* TCP_NODELAY, as asyncio sets on every TCP transport; on other
+         * stream sockets (Unix) the kernel refuses it, which is fine. */
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     Py_RETURN_NONE;
 }
 

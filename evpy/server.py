@@ -22,7 +22,8 @@ import weakref
 
 from asyncio import constants, trsock
 
-from .sock import check_ssl_socket, tls_unsupported
+from .sock import check_ssl_socket
+from .tls import tls_server_factory
 
 logger = logging.getLogger('asyncio')
 
@@ -200,7 +201,9 @@ class ServerMixin:
                        server=None, backlog=100, ssl_handshake_timeout=None,
                        ssl_shutdown_timeout=None):
         if sslcontext:
-            raise tls_unsupported()
+            protocol_factory = tls_server_factory(
+                self, protocol_factory, sslcontext, ssl_handshake_timeout,
+                ssl_shutdown_timeout)
         self.add_reader(sock.fileno(), self._accept_connection,
                         protocol_factory, sock, server, backlog)
 
@@ -212,11 +215,16 @@ class ServerMixin:
                         protocol_factory, sock, server, backlog)
 
     def _accept_connection(self, protocol_factory, sock, server, backlog):
+        # socket.accept() without its per-call enum conversions: the raw
+        # accept, and the listener's family/type/proto looked up once.
+        accept = sock._accept
+        kind = (sock.family, sock.type, sock.proto)
         for _ in range(backlog):
             if sock.fileno() == -1:
                 return  # a protocol factory closed the server
             try:
-                conn, addr = sock.accept()
+                fd, addr = accept()
+                conn = socket.socket(*kind, fileno=fd)
             except (BlockingIOError, InterruptedError,
                     ConnectionAbortedError):
                 return
@@ -357,8 +365,6 @@ class ServerMixin:
                 'ssl_shutdown_timeout is only meaningful with ssl')
         if sock is not None:
             check_ssl_socket(sock)
-        if ssl is not None:
-            raise tls_unsupported()
 
         if host is not None or port is not None:
             if sock is not None:
@@ -426,8 +432,6 @@ class ServerMixin:
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError(
                 'ssl_shutdown_timeout is only meaningful with ssl')
-        if ssl:
-            raise tls_unsupported()
 
         if path is not None:
             if sock is not None:

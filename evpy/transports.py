@@ -22,15 +22,6 @@ from . import _core
 logger = logging.getLogger('asyncio')
 
 
-def _set_nodelay(sock):
-    """TCP_NODELAY on TCP sockets, as asyncio does for every transport."""
-    if (hasattr(socket, 'TCP_NODELAY')
-            and sock.family in (socket.AF_INET, socket.AF_INET6)
-            and sock.type == socket.SOCK_STREAM
-            and sock.proto in (0, socket.IPPROTO_TCP)):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def _set_result_unless_cancelled(fut, result):
     if not fut.cancelled():
         fut.set_result(result)
@@ -198,7 +189,6 @@ class SocketTransport(_SocketTransportBase, _core.StreamTransport):
         self._server = server
         if server is not None:
             server._attach(self)
-        _set_nodelay(sock)
         self._connect(loop, protocol, waiter)
 
     def _call_connection_lost(self, exc):
