@@ -10,7 +10,6 @@ transports (selector_events._SelectorSocketTransport).
 import errno
 import logging
 import os
-import socket
 import stat
 import sys
 import warnings
