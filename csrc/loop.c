@@ -431,10 +431,13 @@ loop_check_no_transport(LoopObject *self, int fd)
     return 0;
 }
 
+/* add_reader/add_writer; returns the new handle (asyncio's private
+ * _add_reader/_add_writer do; the public methods return None). */
 static PyObject *
 loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
             unsigned which, const char *method)
 {
+
     if (nargs < 2) {
         PyErr_Format(PyExc_TypeError,
                      "%s() missing required positional arguments", method);
@@ -473,16 +476,17 @@ loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
     slot = evpy_fdtable_get(&self->fds, fd);
     void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
     HandleObject *old = (HandleObject *)*place;
-    *place = h; /* the table owns the new reference */
+    *place = Py_NewRef(h); /* the table owns a reference */
     if (old != NULL) {
         PyObject *r = PyObject_CallMethod((PyObject *)old, "cancel", NULL);
         Py_DECREF(old);
         if (r == NULL) {
+            Py_DECREF(h);
             return NULL;
         }
         Py_DECREF(r);
     }
-    Py_RETURN_NONE;
+    return (PyObject *)h;
 }
 
 /* Drops fd's reader or writer; 1 if there was one. */
@@ -529,15 +533,41 @@ loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
 }
 
 static PyObject *
+discard_handle(PyObject *h)
+{
+    if (h == NULL) {
+        return NULL;
+    }
+    Py_DECREF(h);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return loop_add_io(self, args, nargs, EVPY_READ, "add_reader");
+    return discard_handle(
+        loop_add_io(self, args, nargs, EVPY_READ, "add_reader"));
 }
 
 static PyObject *
 loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return loop_add_io(self, args, nargs, EVPY_WRITE, "add_writer");
+    return discard_handle(
+        loop_add_io(self, args, nargs, EVPY_WRITE, "add_writer"));
+}
+
+static PyObject *
+loop_add_reader_handle(LoopObject *self, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    return loop_add_io(self, args, nargs, EVPY_READ, "_add_reader");
+}
+
+static PyObject *
+loop_add_writer_handle(LoopObject *self, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    return loop_add_io(self, args, nargs, EVPY_WRITE, "_add_writer");
 }
 
 static PyObject *
@@ -1121,6 +1151,10 @@ static PyMethodDef loop_methods[] = {
      METH_FASTCALL, "add_reader(fd, callback, *args)"},
     {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer,
      METH_FASTCALL, "add_writer(fd, callback, *args)"},
+    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader_handle,
+     METH_FASTCALL, "add_reader() returning the new Handle."},
+    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer_handle,
+     METH_FASTCALL, "add_writer() returning the new Handle."},
     {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
      "remove_reader(fd) -> bool"},
     {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,

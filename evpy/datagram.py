@@ -237,24 +237,6 @@ class DatagramMixin:
 
     # -- sock_sendto / sock_recvfrom / sock_recvfrom_into -------------------
 
-    def _dgram_watch(self, fut, sock, writer, callback, *args):
-        """Call callback(*args) whenever sock is ready, until fut is done;
-        the registration is dropped as soon as fut is done."""
-        fd = sock.fileno()
-        if writer:
-            self.add_writer(fd, callback, *args)
-        else:
-            self.add_reader(fd, callback, *args)
-
-        def unwatch(_fut):
-            if self.is_closed():
-                return
-            if writer:
-                self.remove_writer(fd)
-            else:
-                self.remove_reader(fd)
-        fut.add_done_callback(unwatch)
-
     async def sock_sendto(self, sock, data, address):
         """Send one datagram to address; return the number of bytes
         sent."""
@@ -264,8 +246,8 @@ class DatagramMixin:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._dgram_watch(fut, sock, True, self._sock_sendto_ready,
-                          fut, sock, data, address)
+        self._watch(fut, sock.fileno(), True, self._sock_sendto_ready,
+                    fut, sock, data, address)
         return await fut
 
     def _sock_sendto_ready(self, fut, sock, data, address):
@@ -290,8 +272,8 @@ class DatagramMixin:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._dgram_watch(fut, sock, False, self._sock_recvfrom_ready,
-                          fut, sock, bufsize)
+        self._watch(fut, sock.fileno(), False, self._sock_recvfrom_ready,
+                    fut, sock, bufsize)
         return await fut
 
     def _sock_recvfrom_ready(self, fut, sock, bufsize):
@@ -318,8 +300,8 @@ class DatagramMixin:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._dgram_watch(fut, sock, False, self._sock_recvfrom_into_ready,
-                          fut, sock, buf, nbytes)
+        self._watch(fut, sock.fileno(), False, self._sock_recvfrom_into_ready,
+                    fut, sock, buf, nbytes)
         return await fut
 
     def _sock_recvfrom_into_ready(self, fut, sock, buf, nbytes):

@@ -7,7 +7,6 @@ the descriptor only when the call would block; the registration is removed
 as soon as the operation's future is done, including on cancellation.
 """
 
-import asyncio
 import logging
 import socket
 
@@ -134,15 +133,15 @@ class SockMixin:
 
     def _watch(self, fut, fd, writer, callback, *args):
         """Register callback(*args) for fd until fut is done."""
-        if writer:
-            self.add_writer(fd, callback, *args)
-            fut.add_done_callback(lambda f: self._unwatch(fd, True))
-        else:
-            self.add_reader(fd, callback, *args)
-            fut.add_done_callback(lambda f: self._unwatch(fd, False))
+        add = self._add_writer if writer else self._add_reader
+        handle = add(fd, callback, *args)
+        fut.add_done_callback(
+            lambda f: self._unwatch(fd, writer, handle))
 
-    def _unwatch(self, fd, writer):
-        if self.is_closed():
+    def _unwatch(self, fd, writer, handle):
+        # A newer sock_* call on the same fd replaced (and so cancelled)
+        # our handle: the registration is no longer ours to remove.
+        if self.is_closed() or handle.cancelled():
             return
         if writer:
             self.remove_writer(fd)
