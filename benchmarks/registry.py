@@ -29,6 +29,8 @@ from typing import Callable, Optional
 CASE_MODULES = [
     "benchmarks.cases_loop",
     "benchmarks.cases_net",
+    "benchmarks.cases_dgram",
+    "benchmarks.cases_proc",
 ]
 
 # Pseudo-loop for the "C floor" column: a plain C implementation of the same

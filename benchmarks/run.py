@@ -666,6 +666,17 @@ def footer(doc, loops, probes, args):
                          ">=2x uvloop; HTTP >=1.2x uvloop per server "
                          "CPU-second (srv CPU us/req); <=1 KiB RSS per idle "
                          "connection.")
+    if "dgram" in groups:
+        lines.append("UDP: server pinned to CPU %s, "
+                     "benchmarks/c/udp_loadgen.c to CPU %s keeping N "
+                     "datagrams outstanding (_o<N>) on one socket; 0.5 s "
+                     "warm-up then n ms. 'C floor' = "
+                     "benchmarks/c/udp_echo_server.c." % tuple(
+                         reversed(_net_cpus())))
+    if SUBJECT in loops and groups & {"dgram", "proc"}:
+        lines.append("Targets (issue 5): >=1.0x uvloop on UDP echo "
+                     "(dgram/s), pipe throughput (MiB/s) and spawn+reap "
+                     "(proc/s).")
     return "\n".join(lines)
 
 
