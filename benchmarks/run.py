@@ -30,7 +30,7 @@ if __package__ in (None, ""):          # python benchmarks/run.py
 
 from benchmarks import registry                                  # noqa: E402
 from benchmarks._worker import RESULT_MARKER                     # noqa: E402
-from benchmarks.loops import LOOP_NAMES                          # noqa: E402
+from benchmarks.loops import EVPY_VARIANTS, LOOP_NAMES           # noqa: E402
 from benchmarks.registry import FLOOR, display_name              # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -387,10 +387,11 @@ def parse_args(argv):
                     help="print every sample")
     args = ap.parse_args(argv)
     loops = [lp.strip() for lp in args.loops.split(",") if lp.strip()]
-    bad = [lp for lp in loops if lp not in LOOP_NAMES]
+    bad = [lp for lp in loops if lp not in LOOP_NAMES + EVPY_VARIANTS]
     if bad or not loops:
         ap.error("--loops: unknown %s (choose from %s)"
-                 % (", ".join(bad) or "(empty)", ", ".join(LOOP_NAMES)))
+                 % (", ".join(bad) or "(empty)",
+                    ", ".join(LOOP_NAMES + EVPY_VARIANTS)))
     args.loop_list = list(dict.fromkeys(loops))
     args.rounds_explicit = args.rounds is not None
     if args.rounds is None:

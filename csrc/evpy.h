@@ -25,6 +25,8 @@
 #include "timerheap.h"
 #include "waker.h"
 
+#include "stats.h" /* health: counters, lag, slowest callbacks */
+
 /* -- module state --------------------------------------------------------- */
 
 typedef struct {
@@ -119,6 +121,10 @@ typedef struct LoopObject {
     char *readbuf;               /* shared by every transport's reads */
     PyObject *current_handle;    /* debug mode only */
     PyObject *weakreflist;
+    /* health (csrc/stats.h): always-on counters; `detail` = opt-in
+     * per-callback timing */
+    char detail;
+    evpy_stats_t stats;
 } LoopObject;
 
 extern PyType_Spec evpy_loop_spec;

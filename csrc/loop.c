@@ -222,6 +222,11 @@ loop_schedule_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
     if (h == NULL) {
         return NULL;
     }
+    if (self->detail) {
+        /* health: detailed mode measures ready lag from here (a plain
+         * Handle's timer fields are otherwise unused). */
+        h->timer.deadline_ns = evpy_clock_now_ns();
+    }
     if (loop_push_ready(self, (HandleObject *)Py_NewRef(h)) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -272,6 +277,7 @@ loop_schedule_at(LoopObject *self, double when, sched_args_t *a)
         return PyErr_NoMemory();
     }
     Py_INCREF(h); /* the heap's reference */
+    EVPY_STAT_INC(self, timers_scheduled); /* health */
     return (PyObject *)h;
 }
 
@@ -437,7 +443,6 @@ static PyObject *
 loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
             unsigned which, const char *method)
 {
-
     if (nargs < 2) {
         PyErr_Format(PyExc_TypeError,
                      "%s() missing required positional arguments", method);
@@ -742,12 +747,19 @@ loop_poll(LoopObject *self, int64_t timeout_ns)
         if (PyErr_CheckSignals() < 0) {
             return -1;
         }
+        /* health: time the wait; it sleeps in a syscall, so two clock
+         * reads are noise next to it. */
+        int64_t t_sleep = EVPY_STATS_ON ? evpy_clock_now_ns() : 0;
         self->sleeping = 1;
         Py_BEGIN_ALLOW_THREADS
         n = evpy_poller_wait(self->poller, self->events, self->events_cap,
                              timeout_ns);
         Py_END_ALLOW_THREADS
         self->sleeping = 0;
+        if (EVPY_STATS_ON) {
+            self->stats.wake_ns = evpy_clock_now_ns();
+            self->stats.wait_ns += self->stats.wake_ns - t_sleep;
+        }
     }
     if (n < 0) {
         if (n == -EINTR) {
@@ -795,37 +807,67 @@ loop_poll(LoopObject *self, int64_t timeout_ns)
 
 /* Runs one ready-queue entry: a Handle or a tagged I/O event. */
 static inline int
-loop_run_entry(void *entry)
+loop_run_entry(LoopObject *self, void *entry)
 {
     uintptr_t tag = EVPY_TAG(entry);
     if (tag == 0) {
         HandleObject *h = (HandleObject *)entry;
-        return h->cancelled ? 0 : evpy_handle_run(h);
+        if (h->cancelled) {
+            return 0;
+        }
+        /* health: the only per-callback work; also the blocking
+         * detector's sequence number. */
+        EVPY_STAT_INC(self, callbacks);
+        return evpy_handle_run(h);
     }
+    EVPY_STAT_INC(self, io_events); /* health */
     IOObject *io = (IOObject *)EVPY_UNTAG(entry);
     return io->vt->on_event(io, (unsigned)tag);
 }
 
+/* Runs one entry and times it: debug mode (slow-callback warnings), the
+ * health statistics' detailed mode, or a lone entry after a blocking
+ * wait (the slowest-callback table). */
 static int
-loop_run_debug(LoopObject *self, void *entry)
+loop_run_timed(LoopObject *self, void *entry)
 {
     PyObject *obj = EVPY_UNTAG(entry);
     if (EVPY_TAG(entry) == 0) {
         if (((HandleObject *)obj)->cancelled) {
             return 0;
         }
-        Py_XSETREF(self->current_handle, Py_NewRef(obj));
+        if (self->debug) {
+            Py_XSETREF(self->current_handle, Py_NewRef(obj));
+        }
     }
     int64_t t0 = evpy_clock_now_ns();
-    int rc = loop_run_entry(entry);
-    double dt = (double)(evpy_clock_now_ns() - t0) / 1e9;
+    if (EVPY_STATS_ON && self->detail) {
+        /* health: lag from when the entry became due: a timer's deadline,
+         * a call_soon's time (stamped in detailed mode), the wake-up that
+         * found an I/O event. */
+        int64_t due = EVPY_TAG(entry) ? self->stats.wake_ns
+                                      : ((HandleObject *)obj)->timer.deadline_ns;
+        if (due > 0 && due <= t0) {
+            evpy_hist_add(&self->stats.ready_lag, t0 - due);
+        }
+    }
+    int rc = loop_run_entry(self, entry);
+    int64_t dt_ns = evpy_clock_now_ns() - t0;
+    double dt = (double)dt_ns / 1e9;
     Py_CLEAR(self->current_handle);
-    if (rc == 0 && dt >= self->slow_callback_duration) {
+    if (EVPY_STATS_ON && rc == 0) {
+        /* health */
+        if (self->detail) {
+            evpy_hist_add(&self->stats.cb_time, dt_ns);
+        }
+        if (dt_ns >= self->stats.slow_min_ns) {
+            evpy_stats_note_slow(self, entry, dt_ns);
+        }
+    }
+    if (rc == 0 && self->debug && dt >= self->slow_callback_duration) {
         PyObject *what = obj;
         if (EVPY_TAG(entry) != 0) {
-            what = PyUnicode_FromFormat(
-                "<I/O %s %s of %R>", ((IOObject *)obj)->vt->name,
-                EVPY_TAG(entry) == EVPY_READ ? "read" : "write", obj);
+            what = evpy_stats_describe_io(self, entry);
             if (what == NULL) {
                 return -1;
             }
@@ -854,6 +896,10 @@ loop_run_debug(LoopObject *self, void *entry)
 static int
 loop_run_once(LoopObject *self)
 {
+    EVPY_STAT_INC(self, iterations); /* health */
+    if (EVPY_STATS_ON) {
+        self->stats.wake_ns = 0;
+    }
     int64_t timeout = -1;
     if (self->ready.len || self->stopping) {
         timeout = 0;
@@ -869,11 +915,22 @@ loop_run_once(LoopObject *self)
         return -1;
     }
 
-    int64_t now = self->timers.len ? evpy_clock_now_ns() : 0;
+    int64_t now = 0;
+    if (self->timers.len) {
+        /* health: the wake-up time is fresh; don't read the clock twice */
+        now = self->stats.wake_ns ? self->stats.wake_ns : evpy_clock_now_ns();
+    }
     evpy_timer_t *t;
     while ((t = evpy_timerheap_peek(&self->timers)) != NULL
            && t->deadline_ns <= now) {
         evpy_timerheap_pop(&self->timers);
+        if (EVPY_STATS_ON) {
+            /* health: lag as dispatched (a deadline before the clock's
+             * epoch counts from the epoch) */
+            self->stats.timers_fired++;
+            evpy_hist_add(&self->stats.timer_lag,
+                          now - (t->deadline_ns > 0 ? t->deadline_ns : 0));
+        }
         /* The heap's reference moves to the ready queue. */
         if (loop_push_ready(self, EVPY_HANDLE_FROM_TIMER(t)) < 0) {
             return -1;
@@ -883,10 +940,14 @@ loop_run_once(LoopObject *self)
     /* Run only what is ready now: callbacks scheduled by these run in the
      * next iteration. */
     size_t ntodo = self->ready.len;
+    /* health: detailed mode times every entry; a lone entry after a
+     * blocking wait is timed always (the wait cost a syscall already). */
+    int timed = self->detail
+                || (EVPY_STATS_ON && ntodo == 1 && self->stats.wake_ns != 0);
     for (size_t i = 0; i < ntodo && self->ready.len; i++) {
         void *entry = evpy_ring_pop(&self->ready);
-        int rc = self->debug ? loop_run_debug(self, entry)
-                             : loop_run_entry(entry);
+        int rc = (timed || self->debug) ? loop_run_timed(self, entry)
+                                        : loop_run_entry(self, entry);
         Py_DECREF(EVPY_UNTAG(entry));
         if (rc < 0) {
             return -1;
@@ -908,12 +969,19 @@ loop_run(LoopObject *self, PyObject *Py_UNUSED(ignored))
     }
     self->running = 1;
     self->thread_id = PyThread_get_thread_ident();
+    if (EVPY_STATS_ON) {
+        self->stats.run_start_ns = evpy_clock_now_ns(); /* health */
+    }
     int rc;
     for (;;) {
         rc = loop_run_once(self);
         if (rc < 0 || self->stopping) {
             break;
         }
+    }
+    if (EVPY_STATS_ON) {
+        self->stats.run_ns += evpy_clock_now_ns() - self->stats.run_start_ns;
+        self->stats.run_start_ns = 0;
     }
     self->stopping = 0;
     self->running = 0;
@@ -1007,6 +1075,7 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->st = evpy_get_state(mod);
     self->waker.rfd = self->waker.wfd = -1;
     self->slow_callback_duration = 0.1;
+    evpy_stats_init(&self->stats); /* health */
     evpy_fdtable_init(&self->fds);
     evpy_timerheap_init(&self->timers);
     evpy_ring_init(&self->ready);
@@ -1047,6 +1116,9 @@ loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->current_handle);
+    if (evpy_stats_traverse(&self->stats, visit, arg) < 0) { /* health */
+        return -1;
+    }
     for (size_t i = 0; i < self->ready.len; i++) {
         Py_VISIT(EVPY_UNTAG(evpy_ring_at(&self->ready, i)));
     }
@@ -1067,6 +1139,7 @@ static int
 loop_tp_clear(LoopObject *self)
 {
     Py_CLEAR(self->current_handle);
+    evpy_stats_clear(&self->stats); /* health */
     loop_drop_queues(self);
     return 0;
 }
@@ -1167,6 +1240,15 @@ static PyMethodDef loop_methods[] = {
      "Run iterations until stop(); run_forever's core."},
     {"_close", (PyCFunction)loop_close_core, METH_NOARGS,
      "Drop pending callbacks and free the reactor."},
+    /* health (csrc/stats.c) */
+    {"_stats", (PyCFunction)evpy_stats_snapshot, METH_NOARGS,
+     "Raw health counters as a dict (Loop.stats() wraps them)."},
+    {"_health_probe", (PyCFunction)evpy_stats_probe, METH_NOARGS,
+     "(running, sleeping, entries run, iterations) for the watchdog."},
+    {"_set_stats_detail", (PyCFunction)evpy_stats_set_detail, METH_VARARGS,
+     "_set_stats_detail(enabled, slow_floor_seconds=-1)"},
+    {"_stats_reset_slowest", (PyCFunction)evpy_stats_reset_slowest,
+     METH_NOARGS, "Empty the slowest-callback table."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,6 +7,7 @@ add_reader and friends, the run loop) are inherited from the C base class.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import errno
 import logging
@@ -20,7 +21,7 @@ import traceback
 import warnings
 import weakref
 
-from . import _core, _format, transports
+from . import _core, _format, health, transports
 from .net import NetMixin
 from .datagram import DatagramMixin
 from .pipes import PipesMixin
@@ -79,6 +80,10 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         self._ssock = self._csock = None
         self._old_agen_hooks = None
         self._clock_resolution = time.get_clock_info('monotonic').resolution
+        # health (evpy/health.py): the blocking detector and its history
+        self._blocking_detector = None
+        self._health_incidents = collections.deque(maxlen=10)
+        self._health_incident_count = 0
         self.set_debug(_debug_mode_default())
 
     def __repr__(self):
@@ -172,6 +177,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                 for sig in list(self._signal_handlers):
                     self.remove_signal_handler(sig)
         self._close_signal_socket()
+        self.disable_blocking_detector()
         self._close()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -431,6 +437,44 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         """Called by the C core in debug mode for a slow callback."""
         logger.warning('Executing %s took %.3f seconds',
                        _format.format_handle(handle), seconds)
+
+    # -- health (evpy/health.py, docs/health.md) ---------------------------------
+
+    def stats(self):
+        """A ``evpy.health.LoopStats`` snapshot of this loop's counters:
+        iterations, callbacks, I/O events, timers, time running vs waiting,
+        the timer lag histogram, the slowest timed callbacks."""
+        return health.LoopStats._from_loop(self)
+
+    def set_stats_detail(self, enabled=True, *, slow_floor=None):
+        """Detailed statistics: time every callback (two clock reads
+        each) for the callback-lag and duration histograms and the slowest
+        callbacks table. ``slow_floor`` (seconds, default 0.001): callbacks
+        faster than this never enter the table."""
+        self._set_stats_detail(bool(enabled),
+                               -1.0 if slow_floor is None
+                               else float(slow_floor))
+
+    def enable_blocking_detector(self, threshold=0.1, *, hook=None,
+                                 log=True):
+        """Start a watchdog thread reporting callbacks that run longer
+        than ``threshold`` seconds, with the loop thread's stack (logger
+        ``evpy``, and ``hook(incident)`` when set). Replaces a detector
+        already running. Returns the ``evpy.health.BlockingDetector``."""
+        self._check_closed()
+        self.disable_blocking_detector()
+        detector = health.BlockingDetector(self, threshold, hook=hook,
+                                           log=log)
+        detector.start()
+        self._blocking_detector = detector
+        return detector
+
+    def disable_blocking_detector(self):
+        """Stop the watchdog thread (close() does it too)."""
+        detector = getattr(self, '_blocking_detector', None)
+        if detector is not None:
+            self._blocking_detector = None
+            detector.stop()
 
     # -- transports -------------------------------------------------------------
 
