@@ -15,7 +15,7 @@ import sys
 
 from asyncio import staggered
 
-from .sock import check_ssl_socket, tls_unsupported
+from .sock import check_ssl_socket
 
 logger = logging.getLogger('asyncio')
 
@@ -136,8 +136,6 @@ class ConnectMixin:
                 'ssl_shutdown_timeout is only meaningful with ssl')
         if sock is not None:
             check_ssl_socket(sock)
-        if ssl:
-            raise tls_unsupported()
 
         if happy_eyeballs_delay is not None and interleave is None:
             interleave = 1  # Happy Eyeballs alternates families by default
@@ -158,7 +156,9 @@ class ConnectMixin:
                     f'A Stream Socket was expected, got {sock!r}')
 
         transport, protocol = await self._create_connection_transport(
-            sock, protocol_factory)
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
         if self._debug:
             logger.debug('%r connected to %s:%r: (%r, %r)',
                          transport.get_extra_info('socket'), host, port,
@@ -216,11 +216,22 @@ class ConnectMixin:
         finally:
             errors = exceptions = None
 
-    async def _create_connection_transport(self, sock, protocol_factory):
+    async def _create_connection_transport(
+            self, sock, protocol_factory, ssl=None, server_hostname=None,
+            server_side=False, ssl_handshake_timeout=None,
+            ssl_shutdown_timeout=None):
         sock.setblocking(False)
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._make_socket_transport(sock, protocol, waiter)
+        if ssl:
+            sslcontext = None if isinstance(ssl, bool) else ssl
+            transport = self._make_ssl_transport(
+                sock, protocol, sslcontext, waiter,
+                server_side=server_side, server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+        else:
+            transport = self._make_socket_transport(sock, protocol, waiter)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
@@ -239,15 +250,16 @@ class ConnectMixin:
             if server_hostname is None:
                 raise ValueError(
                     'you have to pass server_hostname when using ssl')
-            raise tls_unsupported()
-        if server_hostname is not None:
-            raise ValueError('server_hostname is only meaningful with ssl')
-        if ssl_handshake_timeout is not None:
-            raise ValueError(
-                'ssl_handshake_timeout is only meaningful with ssl')
-        if ssl_shutdown_timeout is not None:
-            raise ValueError(
-                'ssl_shutdown_timeout is only meaningful with ssl')
+        else:
+            if server_hostname is not None:
+                raise ValueError(
+                    'server_hostname is only meaningful with ssl')
+            if ssl_handshake_timeout is not None:
+                raise ValueError(
+                    'ssl_handshake_timeout is only meaningful with ssl')
+            if ssl_shutdown_timeout is not None:
+                raise ValueError(
+                    'ssl_shutdown_timeout is only meaningful with ssl')
 
         if path is not None:
             if sock is not None:
@@ -269,7 +281,10 @@ class ConnectMixin:
                 raise ValueError(
                     f'A UNIX Domain Stream Socket was expected, got {sock!r}')
             sock.setblocking(False)
-        return await self._create_connection_transport(sock, protocol_factory)
+        return await self._create_connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
 
     async def connect_accepted_socket(
             self, protocol_factory, sock, *, ssl=None,
@@ -284,10 +299,10 @@ class ConnectMixin:
             raise ValueError(
                 'ssl_shutdown_timeout is only meaningful with ssl')
         check_ssl_socket(sock)
-        if ssl:
-            raise tls_unsupported()
         transport, protocol = await self._create_connection_transport(
-            sock, protocol_factory)
+            sock, protocol_factory, ssl, '', server_side=True,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
         if self._debug:
             logger.debug('%r handled: (%r, %r)',
                          transport.get_extra_info('socket'), transport,

@@ -6,19 +6,22 @@
     sock.py      getaddrinfo, getnameinfo, sock_recv, sock_recv_into,
                  sock_sendall, sock_connect, sock_accept
     sendfile.py  sock_sendfile, sendfile
+    tls.py       _make_ssl_transport, start_tls (asyncio's SSLProtocol)
 
 Transports come from the loop's ``_make_socket_transport`` (the C stream
-transport). TLS is not supported yet: a true ``ssl`` argument raises
-NotImplementedError after asyncio's argument checks.
+transport); with ``ssl`` they go through ``_make_ssl_transport`` (tls.py:
+asyncio's SSLProtocol over that transport).
 """
 
 from .connect import ConnectMixin
 from .sendfile import SendfileMixin
 from .server import Server, ServerMixin
 from .sock import SockMixin
+from .tls import TLSMixin
 
 __all__ = ['NetMixin', 'Server']
 
 
-class NetMixin(ConnectMixin, ServerMixin, SendfileMixin, SockMixin):
-    """Sockets, servers and sendfile for evpy.Loop."""
+class NetMixin(ConnectMixin, ServerMixin, SendfileMixin, SockMixin,
+               TLSMixin):
+    """Sockets, servers, sendfile and TLS for evpy.Loop."""

@@ -22,7 +22,8 @@ import weakref
 
 from asyncio import constants, trsock
 
-from .sock import check_ssl_socket, tls_unsupported
+from .sock import check_ssl_socket
+from .tls import tls_server_factory
 
 logger = logging.getLogger('asyncio')
 
@@ -200,7 +201,9 @@ class ServerMixin:
                        server=None, backlog=100, ssl_handshake_timeout=None,
                        ssl_shutdown_timeout=None):
         if sslcontext:
-            raise tls_unsupported()
+            protocol_factory = tls_server_factory(
+                self, protocol_factory, sslcontext, ssl_handshake_timeout,
+                ssl_shutdown_timeout)
         self.add_reader(sock.fileno(), self._accept_connection,
                         protocol_factory, sock, server, backlog)
 
@@ -362,8 +365,6 @@ class ServerMixin:
                 'ssl_shutdown_timeout is only meaningful with ssl')
         if sock is not None:
             check_ssl_socket(sock)
-        if ssl is not None:
-            raise tls_unsupported()
 
         if host is not None or port is not None:
             if sock is not None:
@@ -431,8 +432,6 @@ class ServerMixin:
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError(
                 'ssl_shutdown_timeout is only meaningful with ssl')
-        if ssl:
-            raise tls_unsupported()
 
         if path is not None:
             if sock is not None:

@@ -531,14 +531,3 @@ def test_create_server_bad_arguments(loop):
             with pytest.raises(socket.gaierror):
                 await loop.create_server(Echo, 'no-such-host.invalid', 0)
     run(loop, main())
-
-
-@pytest.mark.evpy_only
-def test_server_tls_not_supported_yet(loop):
-    import ssl
-
-    async def main():
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        with pytest.raises(NotImplementedError, match='TLS'):
-            await loop.create_server(Echo, '127.0.0.1', 0, ssl=ctx)
-    run(loop, main())

@@ -475,17 +475,6 @@ def test_all_errors_rejected_on_311(loop):
     run(loop, main())
 
 
-@pytest.mark.evpy_only
-def test_tls_not_supported_yet(loop):
-    async def main():
-        server = await echo_server(loop)
-        with pytest.raises(NotImplementedError, match='TLS'):
-            await loop.create_connection(asyncio.Protocol, '127.0.0.1',
-                                         port_of(server), ssl=True)
-        await close_server(server)
-    run(loop, main())
-
-
 def test_cancel_create_connection_leaks_nothing(loop):
     async def main():
         started = asyncio.Event()
