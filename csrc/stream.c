@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -39,7 +40,11 @@ typedef struct {
     Py_ssize_t wsize;            /* bytes queued */
     char buffered;               /* protocol is a BufferedProtocol */
     char eof;                    /* write_eof() called */
+    char big_reads;              /* last read was big: read in place */
 } StreamObject;
+
+/* Reads at least this big are worth a FIONREAD to skip the copy. */
+#define STREAM_BIG_READ (32 * 1024)
 
 /* The three shapes of asyncio's fd transports share this data path; where
  * asyncio's pipe transports behave differently from its socket ones the
@@ -285,39 +290,94 @@ stream_read_buffered(StreamObject *self)
     return 0;
 }
 
+/* Reads what is available into a new exact-size bytes (*out). Small
+ * reads go through the loop's shared buffer and are copied out; once a
+ * connection reads big chunks, FIONREAD sizes the bytes object and the
+ * kernel copies straight into it, saving one copy of every byte. Returns
+ * the size, 0 at EOF, or -1 with errno set (errno 0: a Python error). */
+static Py_ssize_t
+stream_read_bytes(StreamObject *self, PyObject **out)
+{
+    int fd = self->t.io.fd;
+    Py_ssize_t n;
+    int avail = 0;
+    if (self->big_reads && ioctl(fd, FIONREAD, &avail) == 0
+        && avail >= STREAM_BIG_READ) {
+        Py_ssize_t want = avail < EVPY_READBUF_SIZE ? avail
+                                                    : EVPY_READBUF_SIZE;
+        PyObject *data = PyBytes_FromStringAndSize(NULL, want);
+        if (data == NULL) {
+            errno = 0;
+            return -1;
+        }
+        do {
+            n = read(fd, PyBytes_AS_STRING(data), (size_t)want);
+        } while (n < 0 && errno == EINTR);
+        if (n == want) {
+            *out = data;
+            return n;
+        }
+        if (n > 0) { /* less than announced: trim by copying */
+            *out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), n);
+            Py_DECREF(data);
+            if (*out == NULL) {
+                errno = 0;
+                return -1;
+            }
+            return n;
+        }
+        int err = errno;
+        Py_DECREF(data);
+        errno = err;
+        return n;
+    }
+    char *buf = evpy_loop_readbuf(TR_LOOP(self));
+    if (buf == NULL) {
+        errno = 0;
+        return -1;
+    }
+    do {
+        n = read(fd, buf, EVPY_READBUF_SIZE);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        return n;
+    }
+    self->big_reads = n >= STREAM_BIG_READ;
+    *out = PyBytes_FromStringAndSize(buf, n);
+    if (*out == NULL) {
+        errno = 0;
+        return -1;
+    }
+    return n;
+}
+
 static int
 stream_read(StreamObject *self)
 {
     if (self->buffered) {
         return stream_read_buffered(self);
     }
-    char *buf = evpy_loop_readbuf(TR_LOOP(self));
-    if (buf == NULL) {
-        return evpy_tr_callback_failed(TR(self), read_error_msg(self));
-    }
-    Py_ssize_t n;
-    do {
-        n = read(self->t.io.fd, buf, EVPY_READBUF_SIZE);
-    } while (n < 0 && errno == EINTR);
+    PyObject *data = NULL;
+    Py_ssize_t n = stream_read_bytes(self, &data);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             return 0;
+        }
+        if (errno == 0) { /* a Python error (MemoryError) */
+            return evpy_tr_callback_failed(TR(self), read_error_msg(self));
         }
         return evpy_tr_fatal_errno(TR(self), errno, read_error_msg(self));
     }
     if (n == 0) {
         return stream_on_eof(self);
     }
-    PyObject *data = PyBytes_FromStringAndSize(buf, n);
-    if (data == NULL) {
-        return evpy_tr_callback_failed(TR(self), read_error_msg(self));
-    }
     if (self->data_received == NULL) {
         self->data_received = PyObject_GetAttrString(self->t.protocol,
                                                      "data_received");
         if (self->data_received == NULL) {
             Py_DECREF(data);
-            return evpy_tr_callback_failed(TR(self), "Fatal error: protocol.data_received() call failed.");
+            return evpy_tr_callback_failed(
+                TR(self), "Fatal error: protocol.data_received() call failed.");
         }
     }
     /* Beware: the protocol may call set_protocol() or close() from here. */
