@@ -106,7 +106,7 @@ dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
     return 0;
 }
 
-/* -- addresses ---------------------------------------------------------------- */
+/* -- addresses ------------------------------------------------------------ */
 
 /* The address object the socket module would return for ss, or NULL with
  * no exception set for a family we leave to it. */
@@ -151,7 +151,7 @@ make_address(const struct sockaddr_storage *ss, socklen_t len)
     }
 }
 
-/* -- readiness -------------------------------------------------------------- */
+/* -- readiness ------------------------------------------------------------ */
 
 /* protocol.error_received(exc); steals exc. Its own failure is reported as
  * a failed callback (the transport stays open), as asyncio does. */
@@ -319,7 +319,7 @@ static const evpy_io_vtable dgram_vtable = {
     .name = "datagram",
 };
 
-/* -- Python API ------------------------------------------------------------ */
+/* -- Python API ----------------------------------------------------------- */
 
 static PyObject *
 dgram_sendto(DatagramObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -434,7 +434,7 @@ static PyGetSetDef dgram_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-/* -- type ---------------------------------------------------------------------- */
+/* -- type ----------------------------------------------------------------- */
 
 static Py_ssize_t
 dgram_queued(TransportObject *t)

@@ -128,7 +128,7 @@ evpy_handle_run(HandleObject *h)
     return rc;
 }
 
-/* -- Python-visible API ---------------------------------------------------- */
+/* -- Python-visible API --------------------------------------------------- */
 
 static PyObject *
 handle_cancel(HandleObject *self, PyObject *Py_UNUSED(ignored))

@@ -274,7 +274,9 @@ stream_read_buffered(StreamObject *self)
         self->buffer_updated = PyObject_GetAttrString(self->t.protocol,
                                                       "buffer_updated");
         if (self->buffer_updated == NULL) {
-            return evpy_tr_callback_failed(TR(self), "Fatal error: protocol.buffer_updated() call failed.");
+            return evpy_tr_callback_failed(
+                TR(self),
+                "Fatal error: protocol.buffer_updated() call failed.");
         }
     }
     cb = Py_NewRef(self->buffer_updated);
@@ -377,7 +379,8 @@ stream_read(StreamObject *self)
         if (self->data_received == NULL) {
             Py_DECREF(data);
             return evpy_tr_callback_failed(
-                TR(self), "Fatal error: protocol.data_received() call failed.");
+                TR(self),
+                "Fatal error: protocol.data_received() call failed.");
         }
     }
     /* Beware: the protocol may call set_protocol() or close() from here. */
@@ -462,7 +465,8 @@ stream_write_ready(StreamObject *self)
         }
     }
     else if (self->eof && stream_shutdown_write(self) < 0) {
-        return evpy_tr_fatal(TR(self), evpy_fetch_exc(), write_error_msg(self));
+        return evpy_tr_fatal(TR(self), evpy_fetch_exc(),
+                             write_error_msg(self));
     }
     return 0;
 }
@@ -525,7 +529,8 @@ stream_write_buffer(StreamObject *self, PyObject *owner, const char *buf,
                 if (!IS_SOCKET(self)) {
                     self->t.conn_lost++;
                 }
-                return evpy_tr_fatal_errno(TR(self), err, write_error_msg(self));
+                return evpy_tr_fatal_errno(TR(self), err,
+                                           write_error_msg(self));
             }
             n = 0;
         }
@@ -550,7 +555,8 @@ stream_write_buffer(StreamObject *self, PyObject *owner, const char *buf,
 static PyObject *
 stream_write(StreamObject *self, PyObject *data)
 {
-    if (evpy_tr_check_bytes_like(data) < 0 || stream_check_writable(self, "write") < 0) {
+    if (evpy_tr_check_bytes_like(data) < 0
+        || stream_check_writable(self, "write") < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -647,7 +653,7 @@ stream_can_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_TRUE;
 }
 
-/* -- Python API: reading and lifetime -------------------------------------- */
+/* -- Python API: reading and lifetime ------------------------------------- */
 
 static PyObject *
 stream_set_protocol(StreamObject *self, PyObject *protocol)
@@ -676,7 +682,7 @@ stream_set_protocol(StreamObject *self, PyObject *protocol)
     Py_RETURN_NONE;
 }
 
-/* -- attributes -------------------------------------------------------------- */
+/* -- attributes ----------------------------------------------------------- */
 
 static PyObject *
 stream_get_eof(StreamObject *self, void *Py_UNUSED(c))
@@ -700,7 +706,7 @@ static PyGetSetDef stream_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-/* -- type ------------------------------------------------------------------ */
+/* -- type ----------------------------------------------------------------- */
 
 static Py_ssize_t
 stream_queued(TransportObject *t)

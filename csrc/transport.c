@@ -302,7 +302,7 @@ evpy_tr_check_bytes_like(PyObject *data)
     return -1;
 }
 
-/* -- methods ---------------------------------------------------------------- */
+/* -- methods -------------------------------------------------------------- */
 
 static PyObject *
 tr_get_write_buffer_size(TransportObject *t, PyObject *Py_UNUSED(ig))
@@ -524,7 +524,7 @@ tr_reclaim_fd(TransportObject *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* -- attributes ------------------------------------------------------------- */
+/* -- attributes ----------------------------------------------------------- */
 
 static PyObject *
 get_obj(PyObject *o)
