@@ -1,6 +1,7 @@
 # evpy: build, test and benchmark entry points.
 #
-#   make bench   install evpy (+ uvloop) in a venv and print the benchmark table
+#   make bench   install evpy (+ uvloop, httptools; wrk from Debian) in a venv
+#                and print the benchmark table (BENCH_ARGS=--quick for a short run)
 #   make test    install evpy on CPython 3.11, 3.12 and 3.13 and run every test:
 #                pytest on each, again with the poll backend forced, again on
 #                an ASan+UBSan build, and CPython's asyncio suite (conformance)
@@ -22,6 +23,8 @@ test:
 	    bash .ci/test.sh
 
 bench:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+	    || echo "note: could not install wrk (apt-get); the HTTP row will be skipped"
 	bash .ci/venv.sh $(BENCHPY) $(VENVS)/bench '.[bench]'
 	$(VENVS)/bench/bin/python -m benchmarks $(BENCH_ARGS)
 
