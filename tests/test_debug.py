@@ -13,7 +13,7 @@ import pytest
 
 from conftest import make_loop, run_briefly
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_debug_default_follows_dev_mode(loop):
@@ -190,10 +190,14 @@ def _child_debug(kind, env_extra, args=()):
     env.pop("PYTHONASYNCIODEBUG", None)
     env.pop("PYTHONDEVMODE", None)
     env.update(env_extra)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    # The child must import the evpy this process tests (installed, or
+    # built in place), not whatever the current directory holds.
+    import evpy
+    evpy_root = os.path.dirname(os.path.dirname(evpy.__file__))
+    env["PYTHONPATH"] = evpy_root + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(
         [sys.executable, *args, "-c", _CHILD, kind],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+        env=env, cwd=HERE, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
