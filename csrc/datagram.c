@@ -168,6 +168,9 @@ dgram_error_received(DatagramObject *self, PyObject *exc)
     return 0;
 }
 
+/* Reads one datagram and delivers it: 1 if one was delivered (another
+ * may be waiting), 0 if none was or it failed, -1 for SystemExit or
+ * KeyboardInterrupt. */
 static int
 dgram_read(DatagramObject *self)
 {
@@ -221,7 +224,7 @@ dgram_read(DatagramObject *self)
         return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
     }
     Py_DECREF(r);
-    return 0;
+    return 1;
 }
 
 /* One send attempt. Returns 1 if sent, 0 if it would block, -1 with an
@@ -304,6 +307,11 @@ dgram_write_ready(DatagramObject *self)
     return 0;
 }
 
+/* Datagrams read per readiness event, at most: draining a busy socket in
+ * one go saves an epoll round trip per datagram, the bound keeps other
+ * sockets and callbacks served. */
+#define DGRAM_READS_PER_EVENT 32
+
 static int
 dgram_on_event(IOObject *io, unsigned events)
 {
@@ -311,7 +319,19 @@ dgram_on_event(IOObject *io, unsigned events)
     if (io->loop == NULL || !(evpy_loop_io_wanted(io->loop, io) & events)) {
         return 0;
     }
-    return events == EVPY_READ ? dgram_read(self) : dgram_write_ready(self);
+    if (events == EVPY_WRITE) {
+        return dgram_write_ready(self);
+    }
+    for (int i = 0; i < DGRAM_READS_PER_EVENT; i++) {
+        int rc = dgram_read(self);
+        /* Beware: the protocol may have closed the transport, paused
+         * reading or closed the loop; stop when no more is wanted. */
+        if (rc != 1 || io->loop == NULL
+            || !(evpy_loop_io_wanted(io->loop, io) & EVPY_READ)) {
+            return rc < 0 ? -1 : 0;
+        }
+    }
+    return 0;
 }
 
 static const evpy_io_vtable dgram_vtable = {
