@@ -318,8 +318,3 @@ def idle_15k(loop, n):
     finally:
         _settle(loop, running)
     return _idle_metrics(netutil.parse_json_line(out, err, "loadgen"))
-
-
-# The TLS cases (group "tls", benchmarks/cases_tls.py) register with the
-# networking ones.
-from benchmarks import cases_tls  # noqa: E402,F401

@@ -31,6 +31,7 @@ CASE_MODULES = [
     "benchmarks.cases_net",
     "benchmarks.cases_dgram",
     "benchmarks.cases_proc",
+    "benchmarks.cases_tls",
 ]
 
 # Pseudo-loop for the "C floor" column: a plain C implementation of the same

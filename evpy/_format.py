@@ -54,7 +54,7 @@ def format_handle(handle):
     return str(handle)
 
 
-# -- naming callbacks for health reports and slow-callback warnings ---------
+# -- naming callbacks for health reports and slow-callback warnings -----------
 # (called from C only when a callback was slow: never on the hot path)
 
 def _code_site(code):
@@ -78,8 +78,8 @@ def _coro_site(coro):
     """``qualname() running at file:line`` for a coroutine (its current
     line while suspended, its first line once done)."""
     name = getattr(coro, '__qualname__', None) or type(coro).__qualname__
-    frame = getattr(coro, 'cr_frame', None) or getattr(coro, 'gi_frame',
-                                                         None)
+    frame = (getattr(coro, 'cr_frame', None)
+             or getattr(coro, 'gi_frame', None))
     if frame is not None:
         return (f'{name}() running at '
                 f'{frame.f_code.co_filename}:{frame.f_lineno}')

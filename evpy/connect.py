@@ -308,4 +308,3 @@ class ConnectMixin:
                          transport.get_extra_info('socket'), transport,
                          protocol)
         return transport, protocol
-

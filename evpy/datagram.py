@@ -99,7 +99,7 @@ def _remove_stale_unix_socket(path):
 class DatagramMixin:
     """create_datagram_endpoint and sock_sendto/recvfrom/recvfrom_into."""
 
-    # -- create_datagram_endpoint -----------------------------------------
+    # -- create_datagram_endpoint ---------------------------------------------
 
     async def _resolve_dgram(self, address, family, proto, flags):
         host, port = address[:2]
@@ -235,7 +235,7 @@ class DatagramMixin:
         finally:
             exceptions = None  # break the traceback cycle
 
-    # -- sock_sendto / sock_recvfrom / sock_recvfrom_into -------------------
+    # -- sock_sendto / sock_recvfrom / sock_recvfrom_into ---------------------
 
     async def sock_sendto(self, sock, data, address):
         """Send one datagram to address; return the number of bytes

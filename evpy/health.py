@@ -156,7 +156,7 @@ class LoopStats:
         return _render_prometheus([(self, labels or {})], prefix)
 
 
-# -- Prometheus text exposition -------------------------------------------------
+# -- Prometheus text exposition -----------------------------------------------
 
 def _escape(value):
     return (str(value).replace('\\', '\\\\').replace('\n', '\\n')
@@ -201,7 +201,8 @@ _HISTOGRAMS = [
     ('lag_seconds', 'How late callbacks ran after they became due '
      '(kind="timer": deadline to dispatch, always on; kind="callback": '
      'due to start, detailed mode).',
-     [('timer_lag', {'kind': 'timer'}), ('callback_lag', {'kind': 'callback'})]),
+     [('timer_lag', {'kind': 'timer'}),
+      ('callback_lag', {'kind': 'callback'})]),
     ('callback_duration_seconds', 'Duration of each callback '
      '(detailed mode).', [('callback_time', {})]),
 ]
@@ -335,7 +336,8 @@ def _trim_stack(stack):
     """Keep the frames above the loop's run_forever (the callback's)."""
     cut = 0
     for i, f in enumerate(stack):
-        if f.name == 'run_forever' and os.path.abspath(f.filename) == _LOOP_FILE:
+        if (f.name == 'run_forever'
+                and os.path.abspath(f.filename) == _LOOP_FILE):
             cut = i + 1
     return traceback.StackSummary.from_list(stack[cut:])
 

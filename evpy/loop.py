@@ -39,8 +39,9 @@ def _debug_mode_default():
     is_debug = getattr(asyncio.coroutines, '_is_debug_mode', None)
     if is_debug is not None:
         return is_debug()
-    return sys.flags.dev_mode or (not sys.flags.ignore_environment
-                                  and bool(os.environ.get('PYTHONASYNCIODEBUG')))
+    return sys.flags.dev_mode or (
+        not sys.flags.ignore_environment
+        and bool(os.environ.get('PYTHONASYNCIODEBUG')))
 
 
 def _sighandler_noop(signum, frame):
@@ -97,7 +98,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             if not self.is_running():
                 self.close()
 
-    # -- running and stopping ---------------------------------------------
+    # -- running and stopping -------------------------------------------------
 
     def _check_closed(self):
         if self.is_closed():
@@ -205,7 +206,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                 self._coroutine_origin_tracking_saved_depth)
         self._coroutine_origin_tracking_enabled = enabled
 
-    # -- tasks --------------------------------------------------------------
+    # -- tasks ----------------------------------------------------------------
 
     def create_task(self, coro, *, name=None, context=None):
         """Wrap a coroutine in a Task scheduled on this loop."""
@@ -438,7 +439,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         logger.warning('Executing %s took %.3f seconds',
                        _format.format_handle(handle), seconds)
 
-    # -- health (evpy/health.py, docs/health.md) ---------------------------------
+    # -- health (evpy/health.py, docs/health.md) ------------------------------
 
     def stats(self):
         """A ``evpy.health.LoopStats`` snapshot of this loop's counters:
@@ -476,7 +477,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             self._blocking_detector = None
             detector.stop()
 
-    # -- transports -------------------------------------------------------------
+    # -- transports -----------------------------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
@@ -499,7 +500,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         return transports.WritePipeTransport(self, pipe, protocol, waiter,
                                              extra)
 
-    # -- signals ----------------------------------------------------------------
+    # -- signals --------------------------------------------------------------
 
     def _check_signal(self, sig):
         if not isinstance(sig, int):

@@ -209,7 +209,7 @@ class SendfileMixin:
             if total > 0 and hasattr(file, 'seek'):
                 file.seek(offset + total)
 
-    # -- transports ---------------------------------------------------------
+    # -- transports -----------------------------------------------------------
 
     async def sendfile(self, transport, file, offset=0, count=None,
                        *, fallback=True):

@@ -70,7 +70,7 @@ class Server(asyncio.AbstractServer):
     def __repr__(self):
         return f'<{type(self).__name__} sockets={self.sockets!r}>'
 
-    # -- called by the transports -------------------------------------------
+    # -- called by the transports ---------------------------------------------
 
     def _attach(self, transport):
         assert self._sockets is not None
@@ -88,7 +88,7 @@ class Server(asyncio.AbstractServer):
             if not waiter.done():
                 waiter.set_result(None)
 
-    # -- public API ---------------------------------------------------------
+    # -- public API -----------------------------------------------------------
 
     def _start_serving(self):
         if self._serving:
@@ -275,7 +275,7 @@ class ServerMixin:
             self.remove_reader(sock.fileno())
         sock.close()
 
-    # -- TCP --------------------------------------------------------------------
+    # -- TCP ------------------------------------------------------------------
 
     async def _server_addrinfos(self, host, port, family, flags):
         infos = await self._ensure_resolved(
@@ -418,7 +418,7 @@ class ServerMixin:
                 ssl, reuse_address, reuse_port, None,
                 ssl_handshake_timeout, ssl_shutdown_timeout, start_serving)
 
-    # -- Unix sockets -------------------------------------------------------------
+    # -- Unix sockets ---------------------------------------------------------
 
     async def _create_unix_server(self, protocol_factory, path, sock,
                                   backlog, ssl, ssl_handshake_timeout,

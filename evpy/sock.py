@@ -19,17 +19,11 @@ logger = logging.getLogger('asyncio')
 
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 
-TLS_UNSUPPORTED = 'evpy: TLS is not supported yet'
-
 
 def check_ssl_socket(sock):
     """asyncio refuses ssl.SSLSocket objects in every socket API."""
     if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
         raise TypeError('Socket cannot be of type SSLSocket')
-
-
-def tls_unsupported():
-    return NotImplementedError(TLS_UNSUPPORTED)
 
 
 def numeric_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
@@ -79,7 +73,7 @@ def _future_set_result(fut, result):
 class SockMixin:
     """getaddrinfo/getnameinfo and the sock_* coroutines."""
 
-    # -- name resolution --------------------------------------------------
+    # -- name resolution ------------------------------------------------------
 
     def _getaddrinfo_logged(self, host, port, family, type, proto, flags):
         parts = [f'{host}:{port!r}']
@@ -124,7 +118,7 @@ class SockMixin:
         return await loop.getaddrinfo(host, port, family=family, type=type,
                                       proto=proto, flags=flags)
 
-    # -- helpers ----------------------------------------------------------
+    # -- helpers --------------------------------------------------------------
 
     def _check_sock(self, sock):
         check_ssl_socket(sock)
@@ -148,7 +142,7 @@ class SockMixin:
         else:
             self.remove_reader(fd)
 
-    # -- reading ------------------------------------------------------------
+    # -- reading --------------------------------------------------------------
 
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from the (non-blocking) socket."""
@@ -202,7 +196,7 @@ class SockMixin:
         else:
             fut.set_result(nbytes)
 
-    # -- writing ------------------------------------------------------------
+    # -- writing --------------------------------------------------------------
 
     async def sock_sendall(self, sock, data):
         """Send all of data; on error nothing tells how much was sent."""
@@ -238,7 +232,7 @@ class SockMixin:
         else:
             position[0] = start
 
-    # -- connecting and accepting --------------------------------------------
+    # -- connecting and accepting ---------------------------------------------
 
     async def sock_connect(self, sock, address):
         """Connect the socket to address, resolving host names first."""

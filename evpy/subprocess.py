@@ -204,7 +204,7 @@ class SubprocessMixin:
             raise
         return transport
 
-    # -- reaping -----------------------------------------------------------
+    # -- reaping --------------------------------------------------------------
 
     def _watch_child(self, transport):
         """Arrange for transport._process_exited(returncode) to be called

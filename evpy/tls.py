@@ -28,14 +28,8 @@ try:
 except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None
 
-from . import transports
 
 logger = logging.getLogger('asyncio')
-
-# asyncio's start_tls() accepts transports carrying this flag.  evpy's
-# socket transport can be upgraded (pause_reading + set_protocol to a
-# BufferedProtocol); pipes and datagram transports cannot.
-transports.SocketTransport._start_tls_compatible = True
 
 
 class TLSMixin:

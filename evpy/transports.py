@@ -181,6 +181,9 @@ class SocketTransport(_SocketTransportBase, _core.StreamTransport):
     """Transport over a connected stream socket (TCP or Unix)."""
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    # start_tls() accepts transports carrying this flag: a socket transport
+    # can be upgraded (pause_reading, set_protocol to a BufferedProtocol).
+    _start_tls_compatible = True
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None,
                  server=None):
