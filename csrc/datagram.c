@@ -342,15 +342,47 @@ static const evpy_io_vtable dgram_vtable = {
 /* -- Python API ----------------------------------------------------------- */
 
 static PyObject *
-dgram_sendto(DatagramObject *self, PyObject *const *args, Py_ssize_t nargs)
+dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
+             PyObject *kwnames)
 {
-    if (nargs < 1 || nargs > 2) {
+    /* sendto(data, addr=None), either argument by keyword too. */
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *data = nargs > 0 ? args[0] : NULL;
+    PyObject *addr = nargs > 1 ? args[1] : NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2) {
         PyErr_SetString(PyExc_TypeError,
                         "sendto() takes data and an optional address");
         return NULL;
     }
-    PyObject *data = args[0];
-    PyObject *addr = nargs > 1 ? args[1] : Py_None;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        PyObject **slot = NULL;
+        if (PyUnicode_CompareWithASCIIString(name, "data") == 0) {
+            slot = &data;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "addr") == 0) {
+            slot = &addr;
+        }
+        if (slot == NULL || *slot != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         slot ? "sendto() got multiple values for argument "
+                                "'%U'"
+                              : "sendto() got an unexpected keyword argument "
+                                "'%U'",
+                         name);
+            return NULL;
+        }
+        *slot = args[nargs + i];
+    }
+    if (data == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "sendto() missing required argument: 'data'");
+        return NULL;
+    }
+    if (addr == NULL) {
+        addr = Py_None;
+    }
     if (evpy_tr_check_bytes_like(data) < 0) {
         return NULL;
     }
@@ -440,7 +472,8 @@ dgram_set_connected(DatagramObject *self, PyObject *v, void *Py_UNUSED(c))
 }
 
 static PyMethodDef dgram_methods[] = {
-    {"sendto", (PyCFunction)(void (*)(void))dgram_sendto, METH_FASTCALL,
+    {"sendto", (PyCFunction)(void (*)(void))dgram_sendto,
+     METH_FASTCALL | METH_KEYWORDS,
      "sendto(data, addr=None): send now if possible, else queue."},
     {"set_protocol", (PyCFunction)dgram_set_protocol, METH_O, NULL},
     {NULL, NULL, 0, NULL},

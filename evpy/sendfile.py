@@ -216,14 +216,9 @@ class SendfileMixin:
         """Send file over a transport; return the number of bytes sent."""
         if transport.is_closing():
             raise RuntimeError('Transport is closing')
-        mode = getattr(transport, '_sendfile_compatible', None)
-        if mode is None:
-            # A transport that declares nothing can still take the
-            # write/drain fallback if it is a stream transport.
-            mode = (_Mode.FALLBACK
-                    if isinstance(transport, asyncio.WriteTransport)
-                    and isinstance(transport, asyncio.ReadTransport)
-                    else _Mode.UNSUPPORTED)
+        # As asyncio: a transport that declares nothing is unsupported
+        # (evpy's socket transports declare TRY_NATIVE; TLS ones FALLBACK).
+        mode = getattr(transport, '_sendfile_compatible', _Mode.UNSUPPORTED)
         if mode is _Mode.UNSUPPORTED:
             raise RuntimeError(
                 f'sendfile is not supported for transport {transport!r}')

@@ -56,6 +56,8 @@ class Server(asyncio.AbstractServer):
         self._sockets = sockets
         # Weak: an abandoned transport must stay collectable (and warn).
         self._clients = weakref.WeakSet()
+        # 3.11/3.12's Server API attaches without naming the transport.
+        self._anonymous_clients = 0
         self._waiters = []
         self._protocol_factory = protocol_factory
         self._backlog = backlog
@@ -72,14 +74,23 @@ class Server(asyncio.AbstractServer):
 
     # -- called by the transports ---------------------------------------------
 
-    def _attach(self, transport):
+    def _attach(self, transport=None):
         assert self._sockets is not None
-        self._clients.add(transport)
+        if transport is None:
+            self._anonymous_clients += 1
+        else:
+            self._clients.add(transport)
 
-    def _detach(self, transport):
-        self._clients.discard(transport)
-        if not self._clients and self._sockets is None:
+    def _detach(self, transport=None):
+        if transport is None:
+            self._anonymous_clients -= 1
+        else:
+            self._clients.discard(transport)
+        if not self._has_clients() and self._sockets is None:
             self._wakeup()
+
+    def _has_clients(self):
+        return bool(self._clients) or self._anonymous_clients > 0
 
     def _wakeup(self):
         waiters = self._waiters
@@ -127,7 +138,7 @@ class Server(asyncio.AbstractServer):
         if fut is not None and not fut.done():
             fut.cancel()
             self._serving_forever_fut = None
-        if not self._clients:
+        if not self._has_clients():
             self._wakeup()
 
     def _unlink_unix_file(self, sock):
