@@ -26,12 +26,12 @@ pytest_run() {
 }
 
 conformance_run() {
-    # usage: conformance_run NAME VENV [ENV=VALUE...]: CPython's asyncio
+    # usage: conformance_run NAME VENV [RUNNER-OPTION...]: CPython's asyncio
     # suite against the installed evpy, gated by the expected-failures list.
     local name=$1 venv=$2
     shift 2
     echo "== $name"
-    if env "$@" "$venv/bin/python" conformance/runner.py -j2 --check \
+    if "$venv/bin/python" conformance/runner.py -j2 --check "$@" \
             --json "$logdir/$name.json" >"$logdir/$name.log" 2>&1; then
         grep -E '^TOTAL' "$logdir/$name.log"
     else
@@ -54,6 +54,7 @@ for v in 311 312 313; do
 done
 
 pytest_run "py312-poll" "$VENVS/py312" EVPY_POLLER=poll
+conformance_run "conformance-py312-debug" "$VENVS/py312" --debug
 
 echo "== build py312-asan"
 if bash .ci/venv.sh "$PY312" "$VENVS/asan" '.[test]' EVPY_SANITIZE=1 \
