@@ -12,61 +12,18 @@ selector_events does, removing the watch when the future is done
 
 import logging
 import os
+from operator import methodcaller
 import socket
 import stat
 import sys
 
-try:
-    import ssl as _ssl
-except ImportError:  # pragma: no cover - Python built without ssl
-    _ssl = None
+from .sock import numeric_addrinfo
 
 logger = logging.getLogger('asyncio')
 
 _PY313 = sys.version_info >= (3, 13)
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 _HAS_AF_UNIX = hasattr(socket, 'AF_UNIX')
-
-
-def _check_sock(loop, sock):
-    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
-        raise TypeError('Socket cannot be of type SSLSocket')
-    if loop._debug and sock.gettimeout() != 0:
-        raise ValueError('the socket must be non-blocking')
-
-
-def _numeric_dgram_info(host, port, family, proto, flowinfo=0, scopeid=0):
-    """The getaddrinfo() entry for a numeric host (no resolver call), or
-    None when the host must be resolved."""
-    if host is None or proto not in (0, socket.IPPROTO_UDP):
-        return None
-    if port is None or port == '' or port == b'':
-        port = 0
-    else:
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            return None  # a service name
-    if family == socket.AF_UNSPEC:
-        families = ((socket.AF_INET, socket.AF_INET6) if _HAS_IPv6
-                    else (socket.AF_INET,))
-    else:
-        families = (family,)
-    if isinstance(host, bytes):
-        host = host.decode('idna')
-    if not isinstance(host, str) or '%' in host:
-        return None
-    for af in families:
-        try:
-            socket.inet_pton(af, host)
-        except (OSError, ValueError):
-            continue
-        if _HAS_IPv6 and af == socket.AF_INET6:
-            address = (host, port, flowinfo, scopeid)
-        else:
-            address = (host, port)
-        return af, socket.SOCK_DGRAM, socket.IPPROTO_UDP, '', address
-    return None
 
 
 def _set_reuseport(sock):
@@ -103,7 +60,8 @@ class DatagramMixin:
 
     async def _resolve_dgram(self, address, family, proto, flags):
         host, port = address[:2]
-        info = _numeric_dgram_info(host, port, family, proto, *address[2:])
+        info = numeric_addrinfo(host, port, family, socket.SOCK_DGRAM,
+                                proto, *address[2:])
         if info is not None:
             return [info]
         return await self.getaddrinfo(host, port, family=family,
@@ -240,80 +198,20 @@ class DatagramMixin:
     async def sock_sendto(self, sock, data, address):
         """Send one datagram to address; return the number of bytes
         sent."""
-        _check_sock(self, sock)
-        try:
-            return sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._watch(fut, sock.fileno(), True, self._sock_sendto_ready,
-                    fut, sock, data, address)
-        return await fut
-
-    def _sock_sendto_ready(self, fut, sock, data, address):
-        if fut.done():
-            return
-        try:
-            n = sock.sendto(data, 0, address)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(n)
+        self._check_sock(sock)
+        return await self._sock_io(
+            sock, True, methodcaller('sendto', data, address))
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive one datagram: return (data, address)."""
-        _check_sock(self, sock)
-        try:
-            return sock.recvfrom(bufsize)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._watch(fut, sock.fileno(), False, self._sock_recvfrom_ready,
-                    fut, sock, bufsize)
-        return await fut
-
-    def _sock_recvfrom_ready(self, fut, sock, bufsize):
-        if fut.done():
-            return
-        try:
-            result = sock.recvfrom(bufsize)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
+        self._check_sock(sock)
+        return await self._sock_io(sock, False,
+                                   methodcaller('recvfrom', bufsize))
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive one datagram into buf: return (nbytes, address)."""
-        _check_sock(self, sock)
+        self._check_sock(sock)
         if not nbytes:
             nbytes = len(buf)
-        try:
-            return sock.recvfrom_into(buf, nbytes)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._watch(fut, sock.fileno(), False, self._sock_recvfrom_into_ready,
-                    fut, sock, buf, nbytes)
-        return await fut
-
-    def _sock_recvfrom_into_ready(self, fut, sock, buf, nbytes):
-        if fut.done():
-            return
-        try:
-            result = sock.recvfrom_into(buf, nbytes)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
+        return await self._sock_io(
+            sock, False, methodcaller('recvfrom_into', buf, nbytes))

@@ -9,6 +9,7 @@ as soon as the operation's future is done, including on cancellation.
 
 import logging
 import socket
+from operator import methodcaller
 
 try:
     import ssl as _ssl
@@ -26,18 +27,24 @@ def check_ssl_socket(sock):
         raise TypeError('Socket cannot be of type SSLSocket')
 
 
+def _accept_nonblocking(sock):
+    conn, address = sock.accept()
+    conn.setblocking(False)
+    return conn, address
+
+
 def numeric_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
     """The getaddrinfo() entry for an already numeric host, or None when
     the host needs resolving (names, service ports, zone indexes)."""
-    if host is None or proto not in (0, socket.IPPROTO_TCP,
-                                     socket.IPPROTO_UDP):
-        return None
     if type == socket.SOCK_STREAM:
-        proto = socket.IPPROTO_TCP
+        expected = socket.IPPROTO_TCP
     elif type == socket.SOCK_DGRAM:
-        proto = socket.IPPROTO_UDP
+        expected = socket.IPPROTO_UDP
     else:
         return None
+    if host is None or proto not in (0, expected):
+        return None
+    proto = expected
     if port is None or port == '' or port == b'':
         port = 0
     else:
@@ -52,12 +59,12 @@ def numeric_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
         families = (family,)
     if isinstance(host, bytes):
         host = host.decode('idna')
-    if '%' in host:
+    if not isinstance(host, str) or '%' in host:
         return None  # inet_pton() rejects '::1%lo'
     for af in families:
         try:
             socket.inet_pton(af, host)
-        except OSError:
+        except (OSError, ValueError):
             continue
         if _HAS_IPv6 and af == socket.AF_INET6:
             return af, type, proto, '', (host, port, flowinfo, scopeid)
@@ -144,23 +151,24 @@ class SockMixin:
 
     # -- reading --------------------------------------------------------------
 
-    async def sock_recv(self, sock, n):
-        """Receive up to n bytes from the (non-blocking) socket."""
-        self._check_sock(sock)
+    async def _sock_io(self, sock, writing, op):
+        """op(sock) now, or once sock is ready if it would block: the shape
+        of every sock_* method but sendall and connect. op looks the socket
+        method up on each attempt (operator.methodcaller), as asyncio does."""
         try:
-            return sock.recv(n)
+            return op(sock)
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._watch(fut, sock.fileno(), False, self._sock_recv_ready,
-                    fut, sock, n)
+        self._watch(fut, sock.fileno(), writing, self._sock_io_ready, fut,
+                    op, sock)
         return await fut
 
-    def _sock_recv_ready(self, fut, sock, n):
+    def _sock_io_ready(self, fut, op, sock):
         if fut.done():
             return
         try:
-            data = sock.recv(n)
+            result = op(sock)
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):
@@ -168,33 +176,18 @@ class SockMixin:
         except BaseException as exc:
             fut.set_exception(exc)
         else:
-            fut.set_result(data)
+            fut.set_result(result)
+
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from the (non-blocking) socket."""
+        self._check_sock(sock)
+        return await self._sock_io(sock, False, methodcaller('recv', n))
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf; return the number of bytes written."""
         self._check_sock(sock)
-        try:
-            return sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._watch(fut, sock.fileno(), False, self._sock_recv_into_ready,
-                    fut, sock, buf)
-        return await fut
-
-    def _sock_recv_into_ready(self, fut, sock, buf):
-        if fut.done():
-            return
-        try:
-            nbytes = sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(nbytes)
+        return await self._sock_io(sock, False,
+                                   methodcaller('recv_into', buf))
 
     # -- writing --------------------------------------------------------------
 
@@ -278,32 +271,7 @@ class SockMixin:
     async def sock_accept(self, sock):
         """Accept a connection: return (conn, address), conn non-blocking."""
         self._check_sock(sock)
-        try:
-            conn, address = sock.accept()
-        except (BlockingIOError, InterruptedError):
-            pass
-        else:
-            conn.setblocking(False)
-            return conn, address
-        fut = self.create_future()
-        self._watch(fut, sock.fileno(), False, self._sock_accept_ready,
-                    fut, sock)
-        return await fut
-
-    def _sock_accept_ready(self, fut, sock):
-        if fut.done():
-            return
-        try:
-            conn, address = sock.accept()
-            conn.setblocking(False)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-        else:
-            fut.set_result((conn, address))
+        return await self._sock_io(sock, False, _accept_nonblocking)
 
     async def _wait_writable(self, fd):
         """Wait until fd is writable (the registration ends with the wait)."""
