@@ -675,8 +675,10 @@ def main(argv=None):
                  'import %s as m; m.new_event_loop().close(); print(m.__file__)'
                  % (HERE, os.path.dirname(HERE), os.path.dirname(HERE),
                     opts.loop))
+        # Run from conformance/: `python -c` puts the cwd first on sys.path,
+        # and the repository root holds an unbuilt evpy package.
         r = subprocess.run([opts.python, '-c', probe], capture_output=True,
-                           text=True)
+                           text=True, cwd=HERE)
         if r.returncode:
             sys.exit('cannot create a %s loop with %s:\n%s'
                      % (opts.loop, opts.python, r.stderr[-2000:]))
