@@ -199,19 +199,31 @@ class DatagramMixin:
         """Send one datagram to address; return the number of bytes
         sent."""
         self._check_sock(sock)
-        return await self._sock_io(
+        try:
+            return sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(
             sock, True, methodcaller('sendto', data, address))
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive one datagram: return (data, address)."""
         self._check_sock(sock)
-        return await self._sock_io(sock, False,
-                                   methodcaller('recvfrom', bufsize))
+        try:
+            return sock.recvfrom(bufsize)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, False,
+                                     methodcaller('recvfrom', bufsize))
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive one datagram into buf: return (nbytes, address)."""
         self._check_sock(sock)
         if not nbytes:
             nbytes = len(buf)
-        return await self._sock_io(
+        try:
+            return sock.recvfrom_into(buf, nbytes)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(
             sock, False, methodcaller('recvfrom_into', buf, nbytes))

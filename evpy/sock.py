@@ -151,18 +151,16 @@ class SockMixin:
 
     # -- reading --------------------------------------------------------------
 
-    async def _sock_io(self, sock, writing, op):
-        """op(sock) now, or once sock is ready if it would block: the shape
-        of every sock_* method but sendall and connect. op looks the socket
-        method up on each attempt (operator.methodcaller), as asyncio does."""
-        try:
-            return op(sock)
-        except (BlockingIOError, InterruptedError):
-            pass
+    def _sock_wait(self, sock, writing, op):
+        """A future for op(sock), retried each time sock is ready until it
+        stops raising BlockingIOError. The sock_* methods try op first
+        themselves: the common path is one coroutine frame, no future. op
+        looks the socket method up on each attempt (operator.methodcaller),
+        as asyncio does."""
         fut = self.create_future()
         self._watch(fut, sock.fileno(), writing, self._sock_io_ready, fut,
                     op, sock)
-        return await fut
+        return fut
 
     def _sock_io_ready(self, fut, op, sock):
         if fut.done():
@@ -181,13 +179,21 @@ class SockMixin:
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from the (non-blocking) socket."""
         self._check_sock(sock)
-        return await self._sock_io(sock, False, methodcaller('recv', n))
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, False, methodcaller('recv', n))
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf; return the number of bytes written."""
         self._check_sock(sock)
-        return await self._sock_io(sock, False,
-                                   methodcaller('recv_into', buf))
+        try:
+            return sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, False,
+                                     methodcaller('recv_into', buf))
 
     # -- writing --------------------------------------------------------------
 
@@ -271,7 +277,11 @@ class SockMixin:
     async def sock_accept(self, sock):
         """Accept a connection: return (conn, address), conn non-blocking."""
         self._check_sock(sock)
-        return await self._sock_io(sock, False, _accept_nonblocking)
+        try:
+            return _accept_nonblocking(sock)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, False, _accept_nonblocking)
 
     async def _wait_writable(self, fd):
         """Wait until fd is writable (the registration ends with the wait)."""
