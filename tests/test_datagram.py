@@ -8,14 +8,11 @@ import socket
 import sys
 
 import pytest
+from nethelpers import run
 
 TIMEOUT = 20.0
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
-
-
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 async def until(predicate, timeout=5.0):
@@ -446,8 +443,8 @@ def test_sock_recvfrom_cancelled_unregisters(loop):
                 await task
             # The cancelled call consumed nothing: the next one gets it.
             await loop.sock_sendto(a, b'kept', b.getsockname())
-            assert await loop.sock_recvfrom(b, 100) == (b'kept',
-                                                         a.getsockname())
+            assert await loop.sock_recvfrom(b, 100) == (
+                b'kept', a.getsockname())
             # And the fd can be watched again by someone else.
             got = loop.create_future()
             loop.add_reader(b.fileno(), lambda: got.done() or

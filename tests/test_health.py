@@ -32,7 +32,7 @@ def _line_of(marker):
     raise AssertionError(marker)
 
 
-# -- statistics -----------------------------------------------------------------
+# -- statistics ---------------------------------------------------------------
 
 def test_stats_count_callbacks(kind, loop):
     before = loop.stats()
@@ -153,7 +153,7 @@ def test_stats_as_dict(kind, loop):
     assert d["callbacks"] >= 1
 
 
-# -- Prometheus -----------------------------------------------------------------
+# -- Prometheus ---------------------------------------------------------------
 
 _SAMPLE = re.compile(
     r'^([a-zA-Z_:][a-zA-Z0-9_:]*)'
@@ -240,7 +240,8 @@ def test_prometheus_text_parses(kind, loop):
     assert kinds == {"timer", "callback"}
     timer_count = [v for n, lab, v in lag["samples"]
                    if n.endswith("_count") and lab["kind"] == "timer"]
-    assert timer_count == [loop.stats().timer_lag.count] and timer_count[0] >= 2
+    assert timer_count == [loop.stats().timer_lag.count]
+    assert timer_count[0] >= 2
 
 
 def test_prometheus_several_loops(kind, new_loop):
@@ -248,7 +249,8 @@ def test_prometheus_several_loops(kind, new_loop):
     a, b = new_loop(), new_loop()
     a.run_until_complete(asyncio.sleep(0))
     b.run_until_complete(asyncio.sleep(0))
-    text = health.prometheus_text((a, {"loop": "a"}), (b.stats(), {"loop": "b"}))
+    text = health.prometheus_text((a, {"loop": "a"}),
+                                  (b.stats(), {"loop": "b"}))
     fams = parse_prometheus(text)
     check_histograms(fams)
     assert len(fams["evpy_loop_iterations_total"]["samples"]) == 2
@@ -256,7 +258,7 @@ def test_prometheus_several_loops(kind, new_loop):
     b.close()
 
 
-# -- blocking detector ----------------------------------------------------------
+# -- blocking detector --------------------------------------------------------
 
 class _Hook:
     def __init__(self):
@@ -287,7 +289,8 @@ def test_blocking_callback_reported_with_stack(kind, loop, caplog):
     last = incident.stack[-1]
     assert last.name == "_sleep_cb" and last.lineno == line
     assert "time.sleep(0.3)" in last.line
-    assert incident.blocking_line.endswith(f"test_health.py:{line} in _sleep_cb")
+    assert incident.blocking_line.endswith(
+        f"test_health.py:{line} in _sleep_cb")
     assert 0.2 <= incident.duration <= 0.45
     msgs = [r.getMessage() for r in caplog.records if r.name == "evpy"]
     assert len(msgs) == 2, msgs
@@ -377,7 +380,7 @@ def test_hook_error_is_logged(kind, loop, caplog):
                for r in caplog.records)
 
 
-# -- slow-callback naming -------------------------------------------------------
+# -- slow-callback naming -----------------------------------------------------
 
 class _SlowProto(asyncio.Protocol):
     def connection_made(self, transport):

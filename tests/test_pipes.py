@@ -7,12 +7,9 @@ import os
 import socket
 
 import pytest
+from nethelpers import run
 
 TIMEOUT = 20.0
-
-
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 async def until(predicate, timeout=5.0):

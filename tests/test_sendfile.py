@@ -8,13 +8,13 @@ import os
 import socket
 
 import pytest
+from nethelpers import runner
 
 TIMEOUT = 30.0
 SIZE = 10 * 1024 * 1024
 
 
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+run = runner(TIMEOUT)
 
 
 @pytest.fixture(scope='module')
@@ -394,4 +394,3 @@ def test_transport_sendfile_peer_gone(loop, payload):
         server.close()
         await server.wait_closed()
     run(loop, main())
-

@@ -9,12 +9,9 @@ import socket
 import ssl
 
 import pytest
+from nethelpers import run
 
 TIMEOUT = 20.0
-
-
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture

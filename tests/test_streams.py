@@ -6,12 +6,9 @@ import os
 import socket
 
 import pytest
+from nethelpers import run
 
 TIMEOUT = 20.0
-
-
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 async def echo_lines(reader, writer):

@@ -11,14 +11,14 @@ import sys
 import threading
 
 import pytest
+from nethelpers import runner
 
 TIMEOUT = 30.0
 PY = sys.executable
 PIPE = subprocess.PIPE
 
 
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+run = runner(TIMEOUT)
 
 
 def assert_reaped(pid):

@@ -9,24 +9,10 @@ import socket
 import sys
 
 import pytest
+from nethelpers import Echo, has_ipv6, run
 
 TIMEOUT = 20.0
 PY312 = sys.version_info >= (3, 12)
-
-
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-def has_ipv6():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(('::1', 0))
-    except OSError:
-        return False
-    return True
 
 
 def free_port():
@@ -74,17 +60,6 @@ class Collect(asyncio.Protocol):
 
     def resume_writing(self):
         self.resumed += 1
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
-
-    def eof_received(self):
-        self.transport.close()
 
 
 class Digest(asyncio.Protocol):
@@ -355,6 +330,7 @@ def test_first_address_refused_second_works(loop):
         server = await echo_server(loop)
         port = port_of(server)
         bad = free_port()
+
         # host/port name a (fake) service resolving to two addresses.
         async def getaddrinfo(host, p, **kw):
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, '',

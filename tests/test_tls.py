@@ -19,10 +19,10 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+from nethelpers import runner
 
 TIMEOUT = 30.0
 PY312 = sys.version_info >= (3, 12)
@@ -33,8 +33,7 @@ def cert(name):
     return os.path.join(CERTS, name)
 
 
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+run = runner(TIMEOUT)
 
 
 def server_ctx(name='localhost', *, client_ca=False):
@@ -432,8 +431,6 @@ def test_server_handshake_timeout(loop, errors):
 
 @pytest.mark.parametrize('how', ['fin', 'rst'])
 def test_server_vanishes_mid_handshake(loop, errors, how):
-    writers = []
-
     async def hangup(reader, writer):
         await reader.read(1)  # the ClientHello started
         if how == 'rst':
@@ -503,7 +500,7 @@ def test_close_notify_both_ways(loop, errors):
     async def main():
         server, tr, client = await tls_pair(loop, factory)
         sp = srv_protos[0]
-        str_ = await sp.made
+        await sp.made
         assert not tr.can_write_eof()
         with pytest.raises(NotImplementedError):
             tr.write_eof()
@@ -806,7 +803,7 @@ def test_start_tls_failures(loop, errors):
         assert raw.is_closing()
         # Transports that cannot be upgraded.
         rfd, wfd = os.pipe()
-        with open(rfd, 'rb', buffering=0) as r, open(wfd, 'wb') as w:
+        with open(rfd, 'rb', buffering=0) as r, open(wfd, 'wb'):
             ptr, _ = await loop.connect_read_pipe(asyncio.Protocol, r)
             with pytest.raises(TypeError, match='not supported by start_tls'):
                 await loop.start_tls(ptr, client, client_ctx())

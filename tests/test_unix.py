@@ -9,13 +9,10 @@ import socket
 import sys
 
 import pytest
+from nethelpers import Client, Echo, run
 
 TIMEOUT = 20.0
 PY313 = sys.version_info >= (3, 13)
-
-
-def run(loop, coro, timeout=TIMEOUT):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture
@@ -23,32 +20,6 @@ def sockpath(tmp_path):
     # Short: AF_UNIX paths are limited to ~107 bytes.
     path = tmp_path / 's.sock'
     yield str(path)
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
-
-    def eof_received(self):
-        self.transport.close()
-
-
-class Client(asyncio.Protocol):
-    def __init__(self, loop):
-        self.data = bytearray()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.data += data
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
 
 
 async def roundtrip(loop, path, msg=b'ping', **kw):
