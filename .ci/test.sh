@@ -40,6 +40,13 @@ conformance_run() {
     fi
 }
 
+echo "== kqueue backend compile check (stub <sys/event.h>)"
+if ! gcc -std=c11 -Wall -Wextra -Wshadow -Werror -fsyntax-only -D_GNU_SOURCE \
+        -I.ci/kqueue-stub -DEVPY_HAVE_KQUEUE=1 \
+        csrc/core/poller_kqueue.c csrc/core/poller.c; then
+    failed+=("kqueue-compile")
+fi
+
 for v in 311 312 313; do
     pyvar=PY$v
     py=${!pyvar}
