@@ -419,7 +419,7 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
         if (rc < 0) {
             return dgram_send_failed(self) < 0 ? NULL : Py_NewRef(Py_None);
         }
-        if (evpy_tr_set_want(TR(self), EVPY_WRITE, 0) < 0) {
+        if (evpy_tr_want_write(TR(self)) < 0) {
             return NULL;
         }
     }

@@ -539,10 +539,8 @@ stream_write_buffer(StreamObject *self, PyObject *owner, const char *buf,
         }
         buf += n;
         len -= n;
-        if (wq_push(self, n ? NULL : owner, buf, len) < 0) {
-            return -1;
-        }
-        if (evpy_tr_set_want(TR(self), EVPY_WRITE, 0) < 0) {
+        if (evpy_tr_want_write(TR(self)) < 0
+            || wq_push(self, n ? NULL : owner, buf, len) < 0) {
             return -1;
         }
     }
@@ -623,7 +621,7 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
         Py_RETURN_NONE;
     }
     if (was_empty) {
-        if (evpy_tr_set_want(TR(self), EVPY_WRITE, 0) < 0
+        if (evpy_tr_want_write(TR(self)) < 0
             || stream_write_ready(self) < 0) {
             return NULL;
         }

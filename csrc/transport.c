@@ -71,6 +71,18 @@ evpy_tr_set_want(TransportObject *t, unsigned set, unsigned clear)
 }
 
 int
+evpy_tr_want_write(TransportObject *t)
+{
+    /* Waiting for writability needs the loop: once it is closed, data that
+     * cannot be written now is refused, as asyncio's _add_writer does. */
+    if (TR_LOOP(t) == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return evpy_tr_set_want(t, EVPY_WRITE, 0);
+}
+
+int
 evpy_tr_is_fatal_to_loop(void)
 {
     return PyErr_ExceptionMatches(PyExc_SystemExit)

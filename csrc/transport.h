@@ -47,6 +47,8 @@ int evpy_tr_traverse(TransportObject *t, visitproc visit, void *arg);
 void evpy_tr_clear(TransportObject *t);
 
 int evpy_tr_set_want(TransportObject *t, unsigned set, unsigned clear);
+/* Adds write interest; RuntimeError if the loop has been closed. */
+int evpy_tr_want_write(TransportObject *t);
 int evpy_tr_is_fatal_to_loop(void);
 /* Reporting: each returns -1 only for SystemExit/KeyboardInterrupt. */
 int evpy_tr_fatal(TransportObject *t, PyObject *exc, const char *message);

@@ -859,3 +859,24 @@ def test_set_protocol(loop):
         assert not pr.lost.done()
         await close_server(server)
     run(loop, main())
+
+
+def test_write_that_must_wait_after_loop_close_raises(loop):
+    """Data that cannot be written at once needs the loop: once it is
+    closed, write() refuses it instead of queueing it forever."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    tr = None
+    try:
+        async def make():
+            return loop._make_socket_transport(a, asyncio.Protocol())
+        tr = run(loop, make())
+        run(loop, asyncio.sleep(0.01))
+        loop.close()
+        with pytest.raises(RuntimeError, match='Event loop is closed'):
+            tr.write(b'x' * (16 * 1024 * 1024))
+    finally:
+        if tr is not None:  # the socket is closed below, not by tr
+            tr._sock = None
+        a.close()
+        b.close()
