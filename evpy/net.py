@@ -6,7 +6,8 @@
     sock.py      getaddrinfo, getnameinfo, sock_recv, sock_recv_into,
                  sock_sendall, sock_connect, sock_accept
     sendfile.py  sock_sendfile, sendfile
-    tls.py       _make_ssl_transport, start_tls (asyncio's SSLProtocol)
+    tls.py       _make_ssl_transport, start_tls (asyncio's SSLProtocol
+                 state machine; tls_records.py its data path)
 
 Transports come from the loop's ``_make_socket_transport`` (the C stream
 transport); with ``ssl`` they go through ``_make_ssl_transport`` (tls.py:

@@ -1,13 +1,15 @@
-"""TLS for evpy.Loop: asyncio's own ``sslproto.SSLProtocol`` over evpy's C
+"""TLS for evpy.Loop: asyncio's SSLProtocol state machine over evpy's C
 stream transport.
 
 Nothing here reimplements TLS.  As in asyncio's selector loop, a TLS
 connection is an ``SSLProtocol`` (a BufferedProtocol driving an
 ``ssl.MemoryBIO`` pair) installed as the protocol of an ordinary socket
-transport; the application gets ``ssl_protocol._app_transport``.  The C
-transport reads straight into SSLProtocol's buffer (get_buffer /
-buffer_updated) and ``set_protocol()`` switches a live connection between
-data_received and the buffered path, which is what ``start_tls()`` needs.
+transport; the application gets ``ssl_protocol._app_transport``.  The
+protocol is ``tls_records.RecordProtocol``, asyncio's class with a data
+path that does not allocate 256 KiB per record.  The C transport reads
+straight into its buffer (get_buffer / buffer_updated) and
+``set_protocol()`` switches a live connection between data_received and
+the buffered path, which is what ``start_tls()`` needs.
 
     _make_ssl_transport   selector_events.BaseSelectorEventLoop's, same
                           signature (create_connection, connect_accepted_
@@ -21,7 +23,9 @@ data_received and the buffered path, which is what ``start_tls()`` needs.
 import asyncio
 import logging
 
-from asyncio import constants, sslproto
+from asyncio import constants
+
+from .tls_records import RecordProtocol
 
 try:
     import ssl
@@ -44,7 +48,7 @@ class TLSMixin:
         """Wrap a connected socket in a TLS transport for protocol; the
         handshake starts when the socket transport calls
         SSLProtocol.connection_made, and waiter gets its outcome."""
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = RecordProtocol(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -70,7 +74,7 @@ class TLSMixin:
                 f'transport {transport!r} is not supported by start_tls()')
 
         waiter = self.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = RecordProtocol(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -112,7 +116,7 @@ class _TLSServerProtocol:
         loop = self.loop
         protocol = self.protocol_factory()
         waiter = loop.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = RecordProtocol(
             loop, protocol, self.sslcontext, waiter, True, None,
             ssl_handshake_timeout=self.ssl_handshake_timeout,
             ssl_shutdown_timeout=self.ssl_shutdown_timeout)

@@ -239,3 +239,13 @@ def run_briefly(loop, steps=1):
     for _ in range(steps):
         loop.call_soon(loop.stop)
         loop.run_forever()
+
+
+@pytest.fixture
+def errors(loop):
+    """Contexts passed to the loop's exception handler (most networking
+    tests expect none: asyncio reports OSErrors on transports only in debug
+    mode)."""
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+    return seen
