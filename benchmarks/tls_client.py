@@ -27,9 +27,23 @@ TICK = os.sysconf('SC_CLK_TCK')
 
 
 def proc_cpu_s(pid):
-    with open('/proc/%d/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """CPU time of process pid: the sum of its threads' run time from
+    /proc/<pid>/task/*/schedstat (ns resolution; a 100 MiB transfer takes
+    ~0.1 s, which clock ticks would measure in 10 ms steps), or utime +
+    stime from /proc/<pid>/stat where schedstat is missing."""
+    try:
+        total = 0
+        for tid in os.listdir('/proc/%d/task' % pid):
+            try:
+                with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                continue  # the thread exited
+        return total / 1e9
+    except OSError:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def self_cpu_s():

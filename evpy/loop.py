@@ -81,7 +81,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         self._ssock = self._csock = None
         self._old_agen_hooks = None
         self._clock_resolution = time.get_clock_info('monotonic').resolution
-        self._tls_plaintext = None  # tls_records.py's decryption buffer
+        self._tls_buffers = None  # tls_records.py's shared read buffers
         # health (evpy/health.py): the blocking detector and its history
         self._blocking_detector = None
         self._health_incidents = collections.deque(maxlen=10)

@@ -15,18 +15,18 @@ on its allocation history).
 
 ``RecordProtocol`` changes only the data path:
 
-* reads: records are decrypted into a 64 KiB scratch buffer owned by the
-  loop and handed to ``data_received`` as one exact-size bytes object per
-  64 KiB -- one allocation and one copy per delivery, never more than
+* reads: the socket transport reads up to 256 KiB of records into a buffer
+  the loop shares between all its connections (asyncio allocates 256 KiB
+  per connection); they are decrypted into a 64 KiB buffer, also the
+  loop's, and handed to ``data_received`` as one exact-size bytes object
+  per 64 KiB -- one allocation and one copy per delivery, never more than
   64 KiB (below glibc's mmap threshold);
 * writes: application data is encrypted at most 112 KiB (seven records)
   at a time, by offset into the backlog (no slice copies), and each
   piece's records go to the socket transport at once, read out of the BIO
   in pieces under 128 KiB.  What reaches the socket transport when, and so
   pause_writing()/get_write_buffer_size(), is exactly asyncio's;
-* the ciphertext buffer the socket transport reads into is 64 KiB (the read
-  size libuv uses) instead of 256 KiB, which also quarters its memory per
-  connection.
+* so a connection holds no read buffer of its own.
 
 ``BufferedProtocol`` applications keep asyncio's path: the records are
 decrypted straight into the application's buffer there.
@@ -34,12 +34,8 @@ decrypted straight into the application's buffer there.
 
 from asyncio import sslproto
 
-try:
-    import ssl
-except ImportError:  # pragma: no cover - Python built without ssl
-    ssl = None
-
-CHUNK = 64 * 1024          # plaintext per data_received, ciphertext per read
+READ_SIZE = 256 * 1024     # ciphertext per socket read (shared buffer)
+CHUNK = 64 * 1024          # plaintext per data_received (shared buffer)
 WRITE_CHUNK = 112 * 1024   # plaintext per SSL write: 7 records
 OUT_CHUNK = 120 * 1024     # ciphertext per transport.write (< 128 KiB)
 
@@ -48,11 +44,31 @@ _FLUSHING = sslproto.SSLProtocolState.FLUSHING
 _AGAIN = sslproto.SSLAgainErrors
 
 
+def _raw(sslobj):
+    """The C object behind an ssl.SSLObject: its read() and write() are
+    what SSLObject's Python methods call, one frame per record less."""
+    return getattr(sslobj, '_sslobj', sslobj)
+
+
+def _loop_buffers(loop):
+    """The loop's (ciphertext, plaintext) read buffers, made on first use.
+    One pair per loop serves every connection: the ciphertext is copied
+    into the connection's incoming BIO first thing in buffer_updated(), and
+    the plaintext into a bytes object before any application code runs."""
+    buffers = loop._tls_buffers
+    if buffers is None:
+        buffers = loop._tls_buffers = (memoryview(bytearray(READ_SIZE)),
+                                       memoryview(bytearray(CHUNK)))
+    return buffers
+
+
 class RecordProtocol(sslproto.SSLProtocol):
     """asyncio's SSLProtocol with a bounded, allocation-light data path."""
 
-    max_size = CHUNK  # the socket transport's read buffer (get_buffer)
-    _write_pos = 0    # bytes of _write_backlog[0] already encrypted
+    # asyncio gives each connection a read buffer of max_size bytes (256
+    # KiB); here it is never used (get_buffer returns the loop's).
+    max_size = 1
+    _write_pos = 0  # bytes of _write_backlog[0] already encrypted
 
     def connection_lost(self, exc):
         self._write_pos = 0  # asyncio clears the backlog
@@ -60,12 +76,14 @@ class RecordProtocol(sslproto.SSLProtocol):
 
     # -- reads ---------------------------------------------------------------
 
+    def get_buffer(self, n):
+        # asyncio's buffer_updated() reads _ssl_buffer_view.
+        view = self._ssl_buffer_view = _loop_buffers(self._loop)[0]
+        return view
+
     def _do_read__copied(self):
-        loop = self._loop
-        view = loop._tls_plaintext
-        if view is None:
-            view = loop._tls_plaintext = memoryview(bytearray(CHUNK))
-        read = self._sslobj.read
+        view = _loop_buffers(self._loop)[1]
+        read = _raw(self._sslobj).read
         count = 1
         filled = 0
         try:
@@ -106,7 +124,7 @@ class RecordProtocol(sslproto.SSLProtocol):
         # Like asyncio, whether they go to the socket transport now is
         # decided once, up front: a pause it signals midway stops nothing.
         backlog = self._write_backlog
-        write = self._sslobj.write
+        write = _raw(self._sslobj).write
         flush = not self._ssl_writing_paused
         try:
             while backlog:
