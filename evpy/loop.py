@@ -181,6 +181,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         self._close_signal_socket()
         self.disable_blocking_detector()
         self._close()
+        self._tls_buffers = None
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
