@@ -8,7 +8,7 @@ import hashlib
 import os
 import ssl
 
-from tlshelpers import Collect, client_ctx, close_all, run, server_ctx
+from tlshelpers import close_all, run, tls_pair
 
 
 class Sink(asyncio.Protocol):
@@ -45,20 +45,19 @@ class Sink(asyncio.Protocol):
         self.lost.set_result(exc)
 
 
-async def sink_pair(loop, total=None, every=0):
-    sinks = []
+def recording(cls, *args):
+    """A protocol factory making cls(*args), and the list of what it made."""
+    made = []
 
     def factory():
-        sinks.append(Sink(loop, total, every))
-        return sinks[-1]
+        made.append(cls(*args))
+        return made[-1]
+    return factory, made
 
-    server = await loop.create_server(factory, '127.0.0.1', 0,
-                                      ssl=server_ctx())
-    port = server.sockets[0].getsockname()[1]
-    client = Collect(loop)
-    tr, _ = await loop.create_connection(
-        lambda: client, '127.0.0.1', port, ssl=client_ctx(),
-        server_hostname='localhost')
+
+async def sink_pair(loop, total=None, every=0):
+    factory, sinks = recording(Sink, loop, total, every)
+    server, tr, client = await tls_pair(loop, factory)
     return server, tr, client, sinks
 
 
@@ -142,20 +141,10 @@ def test_writer_paused_by_a_reader_that_stalls(loop, errors):
     when the client reads again, and the client gets every byte in
     order."""
     blob = os.urandom(24 * 1024 * 1024)
-    servers = []
-
-    def factory():
-        servers.append(Pump(blob))
-        return servers[-1]
+    factory, servers = recording(Pump, blob)
 
     async def main():
-        server = await loop.create_server(factory, '127.0.0.1', 0,
-                                          ssl=server_ctx())
-        port = server.sockets[0].getsockname()[1]
-        client = Collect(loop)
-        tr, _ = await loop.create_connection(
-            lambda: client, '127.0.0.1', port, ssl=client_ctx(),
-            server_hostname='localhost')
+        server, tr, client = await tls_pair(loop, factory)
         tr.pause_reading()
         last = -1
         for _ in range(200):  # until the server is stuck paused
@@ -198,20 +187,10 @@ def test_close_inside_data_received_with_more_in_flight(loop, errors):
     """The server closes on the first data while megabytes are still
     arriving: both ends see connection_lost, nothing reaches the exception
     handler."""
-    quitters = []
-
-    def factory():
-        quitters.append(Quitter(loop))
-        return quitters[-1]
+    factory, quitters = recording(Quitter, loop)
 
     async def main():
-        server = await loop.create_server(factory, '127.0.0.1', 0,
-                                          ssl=server_ctx())
-        port = server.sockets[0].getsockname()[1]
-        client = Collect(loop)
-        tr, _ = await loop.create_connection(
-            lambda: client, '127.0.0.1', port, ssl=client_ctx(),
-            server_hostname='localhost')
+        server, tr, client = await tls_pair(loop, factory)
         tr.write(os.urandom(4 * 1024 * 1024))
         exc = await asyncio.wait_for(quitters[0].lost, 10)
         # Records that were already on their way after the server's
