@@ -50,6 +50,13 @@ def _raw(sslobj):
     return getattr(sslobj, '_sslobj', sslobj)
 
 
+def _flat(data):
+    """data as a flat view of bytes if it is a contiguous memoryview."""
+    if type(data) is memoryview and data.c_contiguous:
+        return data.cast('B')
+    return data
+
+
 def _loop_buffers(loop):
     """The loop's (ciphertext, plaintext) read buffers, made on first use.
     One pair per loop serves every connection: the ciphertext is copied
@@ -111,12 +118,13 @@ class RecordProtocol(sslproto.SSLProtocol):
 
     def _write_appdata(self, list_of_data):
         # Count and slice every buffer in bytes (a memoryview's len() is
-        # in items of its format, and its slices too).
-        super()._write_appdata([
-            data.cast('B') if (type(data) is memoryview and
-                               (data.ndim != 1 or data.itemsize != 1) and
-                               data.c_contiguous) else data
-            for data in list_of_data])
+        # in items of its format, and its slices too); bytes pass as is.
+        for data in list_of_data:
+            if type(data) is memoryview and (data.ndim != 1 or
+                                             data.itemsize != 1):
+                list_of_data = [_flat(d) for d in list_of_data]
+                break
+        super()._write_appdata(list_of_data)
 
     def _do_write(self):
         # asyncio's _do_write, encrypting at most WRITE_CHUNK bytes per
