@@ -40,6 +40,7 @@ typedef struct {
     PyObject *BufferedProtocol;/* asyncio.BufferedProtocol */
     PyObject *partial_type;    /* functools.partial */
     PyObject *iscoroutine;     /* asyncio.iscoroutine */
+    PyObject *socket_type;     /* socket.socket */
     PyObject *format_module;   /* evpy._format, imported lazily */
     /* interned method names */
     PyObject *str_loop;

@@ -2,6 +2,7 @@
  * type shares (errno -> OSError, the lazily imported Python formatters).
  * Multi-phase init; all types are heap types created from specs.
  */
+#include "sockaddr.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -140,9 +141,10 @@ module_exec(PyObject *mod)
     st->BufferedProtocol = import_attr("asyncio", "BufferedProtocol");
     st->partial_type = import_attr("functools", "partial");
     st->iscoroutine = import_attr("asyncio", "iscoroutine");
+    st->socket_type = import_attr("socket", "socket");
     if (st->Future == NULL || st->BufferedProtocol == NULL
-        || st->partial_type == NULL
-        || st->iscoroutine == NULL) {
+        || st->partial_type == NULL || st->iscoroutine == NULL
+        || st->socket_type == NULL) {
         return -1;
     }
     if (intern(&st->str_loop, "loop") < 0
@@ -187,6 +189,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->partial_type);
     Py_VISIT(st->iscoroutine);
+    Py_VISIT(st->socket_type);
     Py_VISIT(st->format_module);
     return 0;
 }
@@ -205,6 +208,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->partial_type);
     Py_CLEAR(st->iscoroutine);
+    Py_CLEAR(st->socket_type);
     Py_CLEAR(st->format_module);
     Py_CLEAR(st->str_loop);
     Py_CLEAR(st->str_context);
@@ -236,6 +240,7 @@ PyModuleDef evpy_module_def = {
     .m_name = "evpy._core",
     .m_doc = "The C core of evpy: reactor, loop, handles.",
     .m_size = sizeof(evpy_state),
+    .m_methods = evpy_sockaddr_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

@@ -3,10 +3,13 @@
  */
 #include "transport.h"
 
+#include "sockaddr.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 int
 evpy_tr_init(TransportObject *t, PyTypeObject *type, const evpy_io_vtable *vt,
@@ -49,6 +52,12 @@ evpy_tr_clear(TransportObject *t)
         t->ops->clear_protocol(t);
     }
     Py_CLEAR(t->io.extra);
+    if (t->fd_owned) {
+        /* Never closed (the Python side warns and closes first when it
+         * can): the fd must not outlive its only owner. */
+        t->fd_owned = 0;
+        (void)close(t->io.fd);
+    }
     Py_CLEAR(t->sock);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->empty_waiter);
@@ -474,6 +483,169 @@ tr_attach(TransportObject *t, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static int set_obj(PyObject **slot, PyObject *value);
+
+/* _attach_fd(loop, fd, family, type, proto): a stream socket transport
+ * over a bare fd (an accepted connection, non-blocking and close-on-exec
+ * already): the transport owns the fd and makes the socket.socket only if
+ * something asks for it. */
+static PyObject *
+tr_attach_fd(TransportObject *t, PyObject *args)
+{
+    PyObject *loop;
+    int fd, family, socktype, proto;
+    if (!PyArg_ParseTuple(args, "Oiiii:_attach_fd", &loop, &fd, &family,
+                          &socktype, &proto)) {
+        return NULL;
+    }
+    if (t->io.loop != NULL || t->sock != NULL || t->fd_owned) {
+        PyErr_SetString(PyExc_RuntimeError, "transport already attached");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(loop, t->st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "_attach_fd() needs an evpy loop");
+        return NULL;
+    }
+    t->io.fd = fd;
+    t->kind = 0;
+    if (evpy_loop_io_attach((LoopObject *)loop, &t->io) < 0) {
+        t->io.fd = -1;
+        return NULL;
+    }
+    t->fd_owned = 1;
+    t->family = family;
+    t->socktype = socktype;
+    t->proto = proto;
+    if (family == AF_INET || family == AF_INET6) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    Py_RETURN_NONE;
+}
+
+/* The socket.socket over an fd the transport owns, made on first use:
+ * from then on the socket object owns the fd. */
+static PyObject *
+tr_materialize_sock(TransportObject *t)
+{
+    PyObject *sock = PyObject_CallFunction(t->st->socket_type, "iiii",
+                                           t->family, t->socktype, t->proto,
+                                           t->io.fd);
+    if (sock == NULL) {
+        return NULL;
+    }
+    t->fd_owned = 0;
+    t->sock = sock;
+    /* The fd is non-blocking already; this tells the socket object. */
+    PyObject *r = PyObject_CallMethod(sock, "setblocking", "O", Py_False);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    return Py_NewRef(sock);
+}
+
+static PyObject *
+tr_get_sock(TransportObject *t, void *Py_UNUSED(c))
+{
+    if (t->sock != NULL) {
+        return Py_NewRef(t->sock);
+    }
+    if (t->fd_owned) {
+        return tr_materialize_sock(t);
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+tr_set_sock(TransportObject *t, PyObject *v, void *Py_UNUSED(c))
+{
+    if (t->fd_owned) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "the transport owns its fd: use _close_sock()");
+        return -1;
+    }
+    return set_obj(&t->sock, v);
+}
+
+/* _has_sock: the transport still has its socket (or pipe) open. */
+static PyObject *
+tr_get_has_sock(TransportObject *t, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(t->sock != NULL || t->fd_owned);
+}
+
+/* _sock_made: the socket object exists (asking for _sock would not make
+ * one). */
+static PyObject *
+tr_get_sock_made(TransportObject *t, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(t->sock != NULL);
+}
+
+/* _close_sock(): closes the socket or pipe (the caller has detached it
+ * from the loop) and forgets it. */
+static PyObject *
+tr_close_sock(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->fd_owned) {
+        t->fd_owned = 0;
+        if (close(t->io.fd) < 0 && errno != EINTR) {
+            return evpy_set_errno(-errno);
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *sock = t->sock;
+    if (sock == NULL) {
+        Py_RETURN_NONE;
+    }
+    t->sock = NULL; /* our reference, dropped below */
+    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+    Py_DECREF(sock);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* _sockaddr(peer): getpeername() (peer true) or getsockname() of the open
+ * socket, as the socket module would give it; None once closed or if the
+ * call fails (asyncio's value for an address it could not get). */
+static PyObject *
+tr_sockaddr(TransportObject *t, PyObject *peer)
+{
+    if (t->sock == NULL && !t->fd_owned) {
+        Py_RETURN_NONE;
+    }
+    int is_peer = PyObject_IsTrue(peer);
+    if (is_peer < 0) {
+        return NULL;
+    }
+    PyObject *addr = evpy_sockaddr_of_fd(t->io.fd, is_peer);
+    if (addr != NULL) {
+        return addr;
+    }
+    if (!PyErr_Occurred()) {
+        /* A family this file does not convert: ask the socket module. */
+        PyObject *sock = tr_get_sock(t, NULL);
+        if (sock == NULL) {
+            return NULL;
+        }
+        addr = PyObject_CallMethod(sock, is_peer ? "getpeername"
+                                                 : "getsockname", NULL);
+        Py_DECREF(sock);
+        if (addr != NULL) {
+            return addr;
+        }
+    }
+    if (PyErr_ExceptionMatches(PyExc_OSError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return NULL;
+}
+
 /* _detach(): unregisters the fd (before it is closed) and drops the
  * queue and the protocol. */
 static PyObject *
@@ -563,7 +735,6 @@ set_obj(PyObject **slot, PyObject *value)
         (void)c;                                                           \
         return set_obj((PyObject **)&t->field, v);                         \
     }
-OBJ_ATTR(sock, sock)
 OBJ_ATTR(empty_waiter, empty_waiter)
 OBJ_ATTR(server, server)
 #undef OBJ_ATTR
@@ -655,6 +826,9 @@ static PyMethodDef tr_methods[] = {
     {"_close_now", (PyCFunction)tr_close_now, METH_O, NULL},
     {"get_protocol", (PyCFunction)tr_get_protocol, METH_NOARGS, NULL},
     {"_attach", (PyCFunction)tr_attach, METH_VARARGS, NULL},
+    {"_attach_fd", (PyCFunction)tr_attach_fd, METH_VARARGS, NULL},
+    {"_close_sock", (PyCFunction)tr_close_sock, METH_NOARGS, NULL},
+    {"_sockaddr", (PyCFunction)tr_sockaddr, METH_O, NULL},
     {"_detach", (PyCFunction)tr_detach, METH_NOARGS, NULL},
     {"_release_fd", (PyCFunction)tr_release_fd, METH_NOARGS,
      "Lend the fd out (native sendfile)."},
@@ -667,6 +841,8 @@ static PyGetSetDef tr_getset[] = {
     {"_loop", (getter)tr_get_loop, NULL, NULL, NULL},
     {"_sock", (getter)tr_get_sock, (setter)tr_set_sock, NULL, NULL},
     {"_sock_fd", (getter)tr_get_fd, NULL, NULL, NULL},
+    {"_has_sock", (getter)tr_get_has_sock, NULL, NULL, NULL},
+    {"_sock_made", (getter)tr_get_sock_made, NULL, NULL, NULL},
     {"_protocol", (getter)tr_get_protocol_attr, NULL, NULL, NULL},
     {"_empty_waiter", (getter)tr_get_empty_waiter,
      (setter)tr_set_empty_waiter, NULL, NULL},

@@ -24,7 +24,8 @@ struct TransportObject {
     IOObject io;                 /* must be first */
     evpy_state *st;              /* borrowed: the type keeps the module */
     const evpy_transport_ops *ops;
-    PyObject *sock;              /* socket.socket, or the pipe object */
+    PyObject *sock;              /* socket.socket, or the pipe object;
+                                  * NULL while fd_owned (made on demand) */
     PyObject *protocol;
     PyObject *empty_waiter;      /* sendfile support, or NULL */
     PyObject *server;
@@ -36,6 +37,10 @@ struct TransportObject {
     char paused;                 /* pause_reading() called */
     char protocol_paused;        /* pause_writing() called */
     char released;               /* fd lent out (_release_fd), loop kept */
+    char fd_owned;               /* io.fd is ours, no socket object yet */
+    int family;                  /* with fd_owned: to make the socket */
+    int socktype;
+    int proto;
 };
 
 #define TR_LOOP(t) (((TransportObject *)(t))->io.loop)

@@ -22,8 +22,10 @@ import weakref
 
 from asyncio import constants, trsock
 
+from . import _core
 from .sock import check_ssl_socket
 from .tls import tls_server_factory
+from .transports import SocketTransport
 
 logger = logging.getLogger('asyncio')
 
@@ -41,6 +43,24 @@ def _set_reuseport(sock):
     except OSError:
         raise ValueError('reuse_port not supported by socket module, '
                          'SO_REUSEPORT defined but not implemented.')
+
+
+def _listener_info(sock):
+    """What each connection accepted on ``sock`` inherits: its (family,
+    type, proto) and, where it is fixed, its local address (a TCP listener
+    bound to one IPv4 address, or a Unix socket path): asyncio's
+    ``sockname`` extra without a getsockname() per connection."""
+    kind = (int(sock.family), int(sock.type), sock.proto)
+    sockname = None
+    try:
+        addr = sock.getsockname()
+    except OSError:
+        addr = None
+    if sock.family == socket.AF_INET and addr and addr[0] != '0.0.0.0':
+        sockname = addr
+    elif sock.family == socket.AF_UNIX and addr and isinstance(addr, str):
+        sockname = addr
+    return kind, sockname
 
 
 def _is_abstract(path):
@@ -216,29 +236,27 @@ class ServerMixin:
                 self, protocol_factory, sslcontext, ssl_handshake_timeout,
                 ssl_shutdown_timeout)
         self.add_reader(sock.fileno(), self._accept_connection,
-                        protocol_factory, sock, server, backlog)
+                        protocol_factory, sock, server, backlog,
+                        _listener_info(sock))
 
-    def _resume_accepting(self, protocol_factory, sock, server, backlog):
+    def _resume_accepting(self, protocol_factory, sock, server, backlog,
+                          info):
         if sock.fileno() == -1 or (server is not None
                                    and not server.is_serving()):
             return  # closed while accepting was paused
         self.add_reader(sock.fileno(), self._accept_connection,
-                        protocol_factory, sock, server, backlog)
+                        protocol_factory, sock, server, backlog, info)
 
-    def _accept_connection(self, protocol_factory, sock, server, backlog):
-        # socket.accept() without its per-call enum conversions: the raw
-        # accept, and the listener's family/type/proto looked up once.
-        accept = sock._accept
-        kind = (sock.family, sock.type, sock.proto)
+    def _accept_connection(self, protocol_factory, sock, server, backlog,
+                           info=None):
+        if info is None:
+            info = _listener_info(sock)
         for _ in range(backlog):
-            if sock.fileno() == -1:
+            fd = sock.fileno()
+            if fd == -1:
                 return  # a protocol factory closed the server
             try:
-                fd, addr = accept()
-                conn = socket.socket(*kind, fileno=fd)
-            except (BlockingIOError, InterruptedError,
-                    ConnectionAbortedError):
-                return
+                accepted = _core.accept(fd)
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise  # logged by the loop's callback error handling
@@ -252,25 +270,41 @@ class ServerMixin:
                 self.remove_reader(sock.fileno())
                 self.call_later(constants.ACCEPT_RETRY_DELAY,
                                 self._resume_accepting, protocol_factory,
-                                sock, server, backlog)
+                                sock, server, backlog, info)
                 return
+            if accepted is None:
+                return
+            conn_fd, addr = accepted
             if self._debug:
-                logger.debug('%r got a new connection from %r: %r',
-                             server, addr, conn)
-            self._accepted(protocol_factory, conn, addr, server)
+                logger.debug('%r got a new connection from %r: fd=%d',
+                             server, addr, conn_fd)
+            self._accepted(protocol_factory, conn_fd, addr, info, server)
 
-    def _accepted(self, protocol_factory, conn, addr, server):
-        protocol = None
+    def _accepted(self, protocol_factory, fd, addr, info, server):
+        kind, sockname = info
+        extra = {'peername': addr}
+        if sockname is not None:
+            extra['sockname'] = sockname
+        protocol = transport = None
         try:
-            conn.setblocking(False)
             protocol = protocol_factory()
-            self._make_socket_transport(
-                conn, protocol, extra={'peername': addr}, server=server)
-        except (SystemExit, KeyboardInterrupt):
-            conn.close()
-            raise
+            if server is None:
+                # Only asyncio's private API accepts without a Server.
+                conn = socket.socket(*kind, fileno=fd)
+                fd = -1  # the socket owns it now
+                conn.setblocking(False)
+                self._make_socket_transport(conn, protocol, extra=extra)
+                return
+            transport = SocketTransport._accepted(
+                self, fd, kind, protocol, extra, server)
         except BaseException as exc:
-            conn.close()
+            if transport is not None and transport._has_sock:
+                transport._detach()
+                transport._close_sock()
+            elif fd != -1:
+                os.close(fd)
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
             if self._debug:
                 context = {
                     'message': 'Error on transport creation for incoming '

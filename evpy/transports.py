@@ -32,17 +32,6 @@ def _set_result_unless_cancelled(fut, result):
 _LAZY_EXTRA = ('socket', 'sockname', 'peername')
 
 
-def _socket_extra_value(sock, name):
-    if name == 'socket':
-        return trsock.TransportSocket(sock)
-    try:
-        if name == 'sockname':
-            return sock.getsockname()
-        return sock.getpeername()
-    except OSError:
-        return None
-
-
 class _Common:
     """What every evpy transport shares on the Python side."""
 
@@ -95,19 +84,25 @@ class _SocketTransportBase(_Common):
             return extra[name]
         except KeyError:
             pass
-        sock = self._sock
-        if sock is None or name not in _LAZY_EXTRA:
+        if name not in _LAZY_EXTRA or not self._has_sock:
             return default
-        value = extra[name] = _socket_extra_value(sock, name)
+        if name == 'socket':
+            value = trsock.TransportSocket(self._sock)
+        else:
+            value = self._sockaddr(name == 'peername')
+        extra[name] = value
         return value
 
     def _fill_extra(self):
-        """Compute the lazy extra info while the socket is still open."""
-        sock = self._sock
+        """Compute the lazy addresses while the socket is still open (a
+        socket object that was never asked for is not made now)."""
         extra = self._extra
-        for name in _LAZY_EXTRA:
-            if name not in extra:
-                extra[name] = _socket_extra_value(sock, name)
+        if 'sockname' not in extra:
+            extra['sockname'] = self._sockaddr(False)
+        if 'peername' not in extra:
+            extra['peername'] = self._sockaddr(True)
+        if 'socket' not in extra and self._sock_made:
+            extra['socket'] = trsock.TransportSocket(self._sock)
 
     def _connect(self, loop, protocol, waiter):
         loop.call_soon(protocol.connection_made, self)
@@ -118,7 +113,7 @@ class _SocketTransportBase(_Common):
 
     def __repr__(self):
         info = [type(self).__name__]
-        if self._sock is None:
+        if not self._has_sock:
             info.append('closed')
         elif self._closing:
             info.append('closing')
@@ -132,12 +127,11 @@ class _SocketTransportBase(_Common):
         return '<{}>'.format(' '.join(info))
 
     def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
+        if self._has_sock:
             _warn(f'unclosed transport {self!r}', ResourceWarning,
                   source=self)
             self._detach()
-            self._sock.close()
-            self._sock = None
+            self._close_sock()
             server = self._server
             if server is not None:
                 self._server = None
@@ -161,7 +155,7 @@ class _SocketTransportBase(_Common):
         logger.warning('socket.send() raised exception.')
 
     def _call_connection_lost(self, exc):
-        if self._sock is None:
+        if not self._has_sock:
             return
         try:
             if self._protocol_connected and self._protocol is not None:
@@ -169,8 +163,7 @@ class _SocketTransportBase(_Common):
         finally:
             self._detach()
             self._fill_extra()
-            self._sock.close()
-            self._sock = None
+            self._close_sock()
             server = self._server
             if server is not None:
                 self._server = None
@@ -192,6 +185,22 @@ class SocketTransport(_SocketTransportBase, _core.StreamTransport):
         if server is not None:
             server._attach(self)
         self._connect(loop, protocol, waiter)
+
+    @classmethod
+    def _accepted(cls, loop, fd, kind, protocol, extra, server):
+        """A transport for a connection accepted by ``_core.accept`` (a
+        bare non-blocking fd, which the transport owns from the start; the
+        socket object is made only if something asks for it).  ``kind`` is
+        the listener's (family, type, proto).  The caller closes ``fd`` if
+        this raises before ``_has_sock`` is true."""
+        self = cls.__new__(cls)
+        self._extra = extra
+        self._attach_fd(loop, fd, *kind)
+        self.set_protocol(protocol)
+        self._server = server
+        server._attach(self)
+        self._connect(loop, protocol, None)
+        return self
 
     def _call_connection_lost(self, exc):
         try:

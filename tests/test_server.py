@@ -85,6 +85,83 @@ def test_accepted_connection_extra_peername(loop):
     run(loop, main())
 
 
+def _extra_snapshot(transport):
+    return {name: transport.get_extra_info(name)
+            for name in ('sockname', 'peername')}
+
+
+@pytest.mark.parametrize('host', ['127.0.0.1', '0.0.0.0', '::1', 'unix'])
+@pytest.mark.parametrize('ask_socket', [False, True])
+def test_accepted_extra_info_open_and_closed(loop, tmp_path, host,
+                                             ask_socket):
+    """sockname/peername of an accepted connection, while open and after
+    connection_lost, whether or not the socket object was asked for; the
+    socket object, when asked for, is the connection's and is closed with
+    the transport."""
+    if host == '::1' and not has_ipv6():
+        pytest.skip('no IPv6 loopback')
+
+    async def main():
+        seen = {}
+        lost = loop.create_future()
+
+        class P(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.tr = transport
+                if ask_socket:
+                    sock = transport.get_extra_info('socket')
+                    seen['socket'] = sock
+                    seen['family'] = sock.family
+                    seen['sock_sockname'] = sock.getsockname()
+                seen['open'] = _extra_snapshot(transport)
+
+            def data_received(self, data):
+                self.tr.write(data)
+                self.tr.close()
+
+            def connection_lost(self, exc):
+                seen['lost'] = _extra_snapshot(self.tr)
+                lost.set_result(None)
+
+        if host == 'unix':
+            path = str(tmp_path / 's.sock')
+            server = await loop.create_unix_server(P, path)
+            tr, pr = await loop.create_unix_connection(lambda: Client(loop),
+                                                       path)
+        else:
+            server = await loop.create_server(P, host, 0)
+            port = server.sockets[0].getsockname()[1]
+            dest = '127.0.0.1' if host == '0.0.0.0' else host
+            tr, pr = await loop.create_connection(lambda: Client(loop),
+                                                  dest, port)
+        client_view = {'sockname': tr.get_extra_info('peername'),
+                       'peername': tr.get_extra_info('sockname')}
+        tr.write(b'x')
+        await lost
+        await pr.lost
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        return seen, client_view
+
+    seen, client_view = run(loop, main())
+    if host == 'unix':
+        # The accepting side's name is the listener's path; the client's
+        # socket is unnamed.
+        assert seen['open']['sockname'] == client_view['sockname']
+        assert seen['open']['peername'] == ''
+    else:
+        assert seen['open'] == client_view
+    assert seen['lost'] == seen['open']
+    if ask_socket:
+        assert isinstance(seen['socket'], asyncio.trsock.TransportSocket)
+        want = {'unix': socket.AF_UNIX, '::1': socket.AF_INET6}.get(
+            host, socket.AF_INET)
+        assert seen['family'] == want
+        assert seen['sock_sockname'] == seen['open']['sockname']
+        assert seen['socket'].fileno() == -1  # closed with the transport
+
+
 @pytest.mark.skipif(not has_ipv6(), reason='no IPv6 loopback')
 def test_several_hosts(loop):
     async def main():
