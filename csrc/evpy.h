@@ -118,6 +118,7 @@ typedef struct LoopObject {
     char debug;
     char sleeping;               /* blocked in the poller, GIL released */
     char wake_pending;           /* waker written, not yet drained */
+    size_t io_queued;            /* readiness events queued by this poll */
     double slow_callback_duration;
     char *readbuf;               /* shared by every transport's reads */
     PyObject *current_handle;    /* debug mode only */

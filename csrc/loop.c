@@ -713,6 +713,7 @@ loop_queue_io(LoopObject *self, int fd, evpy_fdslot_t *slot, unsigned which)
     if (p == NULL || !(slot->want & which)) {
         return 0;
     }
+    self->io_queued++;
     if (EVPY_TAG(p) == EVPY_TAG_IO) {
         PyObject *io = EVPY_UNTAG(p);
         Py_INCREF(io);
@@ -893,6 +894,26 @@ loop_run_timed(LoopObject *self, void *entry)
     return rc;
 }
 
+/* Runs the first ntodo entries of the ready queue. */
+static int
+loop_run_ready(LoopObject *self, size_t ntodo)
+{
+    /* health: detailed mode times every entry; a lone entry after a
+     * blocking wait is timed always (the wait cost a syscall already). */
+    int timed = self->detail
+                || (EVPY_STATS_ON && ntodo == 1 && self->stats.wake_ns != 0);
+    for (size_t i = 0; i < ntodo && self->ready.len; i++) {
+        void *entry = evpy_ring_pop(&self->ready);
+        int rc = (timed || self->debug) ? loop_run_timed(self, entry)
+                                        : loop_run_entry(self, entry);
+        Py_DECREF(EVPY_UNTAG(entry));
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 loop_run_once(LoopObject *self)
 {
@@ -939,19 +960,21 @@ loop_run_once(LoopObject *self)
 
     /* Run only what is ready now: callbacks scheduled by these run in the
      * next iteration. */
-    size_t ntodo = self->ready.len;
-    /* health: detailed mode times every entry; a lone entry after a
-     * blocking wait is timed always (the wait cost a syscall already). */
-    int timed = self->detail
-                || (EVPY_STATS_ON && ntodo == 1 && self->stats.wake_ns != 0);
-    for (size_t i = 0; i < ntodo && self->ready.len; i++) {
-        void *entry = evpy_ring_pop(&self->ready);
-        int rc = (timed || self->debug) ? loop_run_timed(self, entry)
-                                        : loop_run_entry(self, entry);
-        Py_DECREF(EVPY_UNTAG(entry));
-        if (rc < 0) {
-            return -1;
-        }
+    size_t had_io = self->io_queued;
+    self->io_queued = 0;
+    if (loop_run_ready(self, self->ready.len) < 0) {
+        return -1;
+    }
+    /* I/O handlers mostly schedule follow-ups (connection_made after an
+     * accept, a task step after data_received fed a stream): when this
+     * iteration ran readiness events, run what they scheduled right away
+     * instead of polling again with a zero timeout first. It is the next
+     * iteration minus its poll (the order of callbacks is asyncio's; new
+     * readiness is seen one iteration later), and it happens once, so a
+     * busy ready queue still polls every other iteration. */
+    if (had_io && self->ready.len && !self->stopping) {
+        EVPY_STAT_INC(self, iterations); /* health */
+        return loop_run_ready(self, self->ready.len);
     }
     return 0;
 }
