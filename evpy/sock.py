@@ -12,9 +12,9 @@ import socket
 from operator import methodcaller
 
 try:
-    import ssl as _ssl
+    from ssl import SSLSocket as _SSLSocket
 except ImportError:  # pragma: no cover - Python built without ssl
-    _ssl = None
+    _SSLSocket = ()  # isinstance(x, ()) is always false
 
 logger = logging.getLogger('asyncio')
 
@@ -23,7 +23,7 @@ _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 
 def check_ssl_socket(sock):
     """asyncio refuses ssl.SSLSocket objects in every socket API."""
-    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
+    if isinstance(sock, _SSLSocket):
         raise TypeError('Socket cannot be of type SSLSocket')
 
 
@@ -70,6 +70,9 @@ def numeric_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
             return af, type, proto, '', (host, port, flowinfo, scopeid)
         return af, type, proto, '', (host, port)
     return None
+
+
+_BYTE_TYPES = (bytes, bytearray)
 
 
 def _future_set_result(fut, result):
@@ -128,6 +131,8 @@ class SockMixin:
     # -- helpers --------------------------------------------------------------
 
     def _check_sock(self, sock):
+        # The hot sock_* methods inline this (a method call per operation
+        # is measurable on the try-first path).
         check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError('the socket must be non-blocking')
@@ -178,7 +183,8 @@ class SockMixin:
 
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from the (non-blocking) socket."""
-        self._check_sock(sock)
+        if isinstance(sock, _SSLSocket) or self._debug:
+            self._check_sock(sock)
         try:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
@@ -187,7 +193,8 @@ class SockMixin:
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf; return the number of bytes written."""
-        self._check_sock(sock)
+        if isinstance(sock, _SSLSocket) or self._debug:
+            self._check_sock(sock)
         try:
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
@@ -199,11 +206,14 @@ class SockMixin:
 
     async def sock_sendall(self, sock, data):
         """Send all of data; on error nothing tells how much was sent."""
-        self._check_sock(sock)
+        if isinstance(sock, _SSLSocket) or self._debug:
+            self._check_sock(sock)
         try:
             sent = sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
+        if sent == len(data) and type(data) in _BYTE_TYPES:
+            return  # all of it (len() counts bytes for these types)
         view = memoryview(data).cast('B')
         if sent == len(view):
             return
