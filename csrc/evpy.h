@@ -41,6 +41,7 @@ typedef struct {
     PyObject *partial_type;    /* functools.partial */
     PyObject *iscoroutine;     /* asyncio.iscoroutine */
     PyObject *socket_type;     /* socket.socket */
+    PyObject *tasks_module;    /* asyncio.tasks (Task looked up per call) */
     PyObject *format_module;   /* evpy._format, imported lazily */
     /* interned method names */
     PyObject *str_loop;
@@ -51,6 +52,12 @@ typedef struct {
     PyObject *str_extract_stack;
     PyObject *str_handle_repr;
     PyObject *kwnames_loop;    /* ("loop",) */
+    PyObject *str_Task;
+    PyObject *str_create_task_slow;
+    PyObject *str_name;
+    /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
+     * context */
+    PyObject *kwnames_task[4];
 } evpy_state;
 
 extern PyModuleDef evpy_module_def;
@@ -122,6 +129,7 @@ typedef struct LoopObject {
     double slow_callback_duration;
     char *readbuf;               /* shared by every transport's reads */
     PyObject *current_handle;    /* debug mode only */
+    PyObject *task_factory;      /* set_task_factory(), NULL for none */
     PyObject *weakreflist;
     /* health (csrc/stats.h): always-on counters; `detail` = opt-in
      * per-callback timing */

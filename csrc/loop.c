@@ -383,6 +383,84 @@ loop_create_future(LoopObject *self, PyObject *Py_UNUSED(ignored))
                                self->st->kwnames_loop);
 }
 
+/* create_task(coro, *, name=None, context=None, **kwargs): asyncio's
+ * Task(coro, loop=self, name=..., context=...) made here when there is no
+ * task factory, no debug mode (which trims the source traceback) and no
+ * other keyword; everything else goes to the Python side's
+ * _create_task_slow with the same arguments. */
+static PyObject *
+loop_create_task(LoopObject *self, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    evpy_state *st = self->st;
+    PyObject *name = NULL, *context = NULL;
+    int fast = nargs == 1 && self->task_factory == NULL && !self->debug;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; fast && i < nkw; i++) {
+        PyObject *kw = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *v = args[nargs + i];
+        if (kw == st->str_name
+            || PyUnicode_Compare(kw, st->str_name) == 0) {
+            name = v == Py_None ? NULL : v;
+        }
+        else if (kw == st->str_context
+                 || PyUnicode_Compare(kw, st->str_context) == 0) {
+            context = v == Py_None ? NULL : v;
+        }
+        else {
+            fast = 0;
+        }
+    }
+    if (!fast || loop_check_closed(self) < 0) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        PyObject *meth = PyObject_GetAttr((PyObject *)self,
+                                          st->str_create_task_slow);
+        if (meth == NULL) {
+            return NULL;
+        }
+        PyObject *r = PyObject_Vectorcall(meth, args, nargsf, kwnames);
+        Py_DECREF(meth);
+        return r;
+    }
+    PyObject *task_type = PyObject_GetAttr(st->tasks_module, st->str_Task);
+    if (task_type == NULL) {
+        return NULL;
+    }
+    PyObject *call[4] = {args[0], (PyObject *)self};
+    int which = 0;
+    Py_ssize_t n = 2;
+    if (name != NULL) {
+        call[n++] = name;
+        which |= 1;
+    }
+    if (context != NULL) {
+        call[n++] = context;
+        which |= 2;
+    }
+    PyObject *task = PyObject_Vectorcall(task_type, call, 1,
+                                         st->kwnames_task[which]);
+    Py_DECREF(task_type);
+    return task;
+}
+
+static PyObject *
+loop_get_task_factory_attr(LoopObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->task_factory ? self->task_factory : Py_None);
+}
+
+static int
+loop_set_task_factory_attr(LoopObject *self, PyObject *value,
+                           void *Py_UNUSED(closure))
+{
+    Py_XSETREF(self->task_factory,
+               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
+    return 0;
+}
+
 /* -- add/remove reader/writer --------------------------------------------- */
 
 /* selectors' rules for turning a file object into an fd. */
@@ -1142,6 +1220,7 @@ loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->current_handle);
+    Py_VISIT(self->task_factory);
     if (evpy_stats_traverse(&self->stats, visit, arg) < 0) { /* health */
         return -1;
     }
@@ -1165,6 +1244,7 @@ static int
 loop_tp_clear(LoopObject *self)
 {
     Py_CLEAR(self->current_handle);
+    Py_CLEAR(self->task_factory);
     evpy_stats_clear(&self->stats); /* health */
     loop_drop_queues(self);
     return 0;
@@ -1246,6 +1326,9 @@ static PyMethodDef loop_methods[] = {
      "Stop after the callbacks already ready have run."},
     {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
      "Return a new asyncio.Future attached to this loop."},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task,
+     METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None) -> Task"},
     {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader,
      METH_FASTCALL, "add_reader(fd, callback, *args)"},
     {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer,
@@ -1283,6 +1366,8 @@ static PyGetSetDef loop_getset[] = {
     {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
     {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
     {"_debug", (getter)loop_get_debug_attr, NULL, NULL, NULL},
+    {"_task_factory", (getter)loop_get_task_factory_attr,
+     (setter)loop_set_task_factory_attr, NULL, NULL},
     {"_backend", (getter)loop_get_backend, NULL,
      "Name of the poller backend (epoll, kqueue or poll).", NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -142,9 +142,10 @@ module_exec(PyObject *mod)
     st->partial_type = import_attr("functools", "partial");
     st->iscoroutine = import_attr("asyncio", "iscoroutine");
     st->socket_type = import_attr("socket", "socket");
+    st->tasks_module = PyImport_ImportModule("asyncio.tasks");
     if (st->Future == NULL || st->BufferedProtocol == NULL
         || st->partial_type == NULL || st->iscoroutine == NULL
-        || st->socket_type == NULL) {
+        || st->socket_type == NULL || st->tasks_module == NULL) {
         return -1;
     }
     if (intern(&st->str_loop, "loop") < 0
@@ -157,8 +158,21 @@ module_exec(PyObject *mod)
         return -1;
     }
     st->kwnames_loop = PyTuple_Pack(1, st->str_loop);
-    if (st->kwnames_loop == NULL) {
+    if (st->kwnames_loop == NULL
+        || intern(&st->str_Task, "Task") < 0
+        || intern(&st->str_create_task_slow, "_create_task_slow") < 0
+        || intern(&st->str_name, "name") < 0) {
         return -1;
+    }
+    st->kwnames_task[0] = Py_NewRef(st->kwnames_loop);
+    st->kwnames_task[1] = PyTuple_Pack(2, st->str_loop, st->str_name);
+    st->kwnames_task[2] = PyTuple_Pack(2, st->str_loop, st->str_context);
+    st->kwnames_task[3] = PyTuple_Pack(3, st->str_loop, st->str_name,
+                                       st->str_context);
+    for (int i = 1; i < 4; i++) {
+        if (st->kwnames_task[i] == NULL) {
+            return -1;
+        }
     }
 
     const char *backends =
@@ -190,6 +204,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->partial_type);
     Py_VISIT(st->iscoroutine);
     Py_VISIT(st->socket_type);
+    Py_VISIT(st->tasks_module);
     Py_VISIT(st->format_module);
     return 0;
 }
@@ -209,6 +224,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->partial_type);
     Py_CLEAR(st->iscoroutine);
     Py_CLEAR(st->socket_type);
+    Py_CLEAR(st->tasks_module);
     Py_CLEAR(st->format_module);
     Py_CLEAR(st->str_loop);
     Py_CLEAR(st->str_context);
@@ -218,6 +234,12 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str_extract_stack);
     Py_CLEAR(st->str_handle_repr);
     Py_CLEAR(st->kwnames_loop);
+    Py_CLEAR(st->str_Task);
+    Py_CLEAR(st->str_create_task_slow);
+    Py_CLEAR(st->str_name);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(st->kwnames_task[i]);
+    }
     return 0;
 }
 

@@ -210,8 +210,9 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
 
     # -- tasks ----------------------------------------------------------------
 
-    def create_task(self, coro, *, name=None, context=None):
-        """Wrap a coroutine in a Task scheduled on this loop."""
+    def _create_task_slow(self, coro, *, name=None, context=None):
+        """create_task() with a task factory, in debug mode, or on a closed
+        loop (the C create_task makes the plain Task itself)."""
         self._check_closed()
         factory = self._task_factory
         if factory is None:

@@ -56,6 +56,56 @@ def test_create_task_context(loop):
     assert loop.run_until_complete(main()) == ("given", "outer")
 
 
+def test_create_task_name_and_context(loop):
+    ctx = contextvars.copy_context()
+    ctx.run(cv.set, "both")
+
+    async def read():
+        return cv.get()
+
+    async def main():
+        task = loop.create_task(read(), name="n", context=ctx)
+        assert task.get_name() == "n"
+        return await task
+
+    assert loop.run_until_complete(main()) == "both"
+
+
+def test_create_task_closed_loop(loop):
+    loop.close()
+    coro = _value(1)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.create_task(coro)
+    coro.close()
+
+
+def test_create_task_bad_arguments(loop):
+    coro = _value(1)
+    with pytest.raises(TypeError):
+        loop.create_task(coro, no_such_keyword=1)
+    with pytest.raises(TypeError):
+        loop.create_task()
+    with pytest.raises(TypeError):
+        loop.create_task(coro, None)
+    coro.close()
+
+
+def test_create_task_debug_source_traceback(loop):
+    """In debug mode the task's creation traceback ends at the caller,
+    not inside the loop."""
+    loop.set_debug(True)
+
+    async def main():
+        task = loop.create_task(_value(1))  # this line
+        tb = task._source_traceback
+        await task
+        return tb
+
+    tb = loop.run_until_complete(main())
+    assert tb and tb[-1].name == "main"
+    assert tb[-1].line.endswith("# this line")
+
+
 def test_create_task_non_coroutine(loop):
     with pytest.raises(TypeError):
         loop.create_task(42)
