@@ -378,6 +378,12 @@ loop_stop(LoopObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 loop_create_future(LoopObject *self, PyObject *Py_UNUSED(ignored))
 {
+    /* While this loop runs in this thread it is asyncio's running loop,
+     * which is what Future() with no loop= picks: no keyword to build and
+     * parse. */
+    if (self->running && self->thread_id == PyThread_get_thread_ident()) {
+        return PyObject_CallNoArgs(self->st->Future);
+    }
     PyObject *args[1] = {(PyObject *)self};
     return PyObject_Vectorcall(self->st->Future, args, 0,
                                self->st->kwnames_loop);
