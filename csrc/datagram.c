@@ -555,6 +555,9 @@ dgram_tp_clear(DatagramObject *self)
 static void
 dgram_dealloc(DatagramObject *self)
 {
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+        return; /* resurrected */
+    }
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     (void)dgram_tp_clear(self);

@@ -42,6 +42,8 @@ typedef struct {
     PyObject *iscoroutine;     /* asyncio.iscoroutine */
     PyObject *socket_type;     /* socket.socket */
     PyObject *tasks_module;    /* asyncio.tasks (Task looked up per call) */
+    PyObject *TransportSocket; /* asyncio.trsock.TransportSocket */
+    PyObject *empty_tuple;
     PyObject *format_module;   /* evpy._format, imported lazily */
     /* interned method names */
     PyObject *str_loop;
@@ -55,6 +57,18 @@ typedef struct {
     PyObject *str_Task;
     PyObject *str_create_task_slow;
     PyObject *str_name;
+    PyObject *str_connection_lost;
+    PyObject *str_call_connection_lost;
+    PyObject *str_detach;
+    PyObject *str_sockname;
+    PyObject *str_peername;
+    PyObject *str_socket;
+    PyObject *str_unclosed;
+    PyObject *str_set_protocol;
+    PyObject *str_attach;
+    PyObject *str_connection_made;
+    PyObject *str_start_reading;
+    PyObject *str_fileno;
     /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
      * context */
     PyObject *kwnames_task[4];
@@ -182,7 +196,8 @@ unsigned evpy_loop_io_wanted(LoopObject *loop, IOObject *io);
 /* Unregisters now (the caller may close the fd next) and drops the slot's
  * reference: the caller must hold its own. */
 void evpy_loop_io_detach(LoopObject *loop, IOObject *io);
-/* Schedules callable(arg) with call_soon semantics (cold paths). */
+/* Schedules callable(arg), or callable() if arg is NULL, with call_soon
+ * semantics. */
 int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
 /* The loop's shared read buffer of EVPY_READBUF_SIZE bytes. */
 #define EVPY_READBUF_SIZE (256 * 1024)

@@ -739,7 +739,7 @@ evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
         return -1;
     }
     HandleObject *h = evpy_handle_new(self, self->st->HandleType, callable,
-                                      &arg, 1, NULL);
+                                      &arg, arg != NULL, NULL);
     if (h == NULL) {
         return -1;
     }

@@ -2,6 +2,7 @@
  * type shares (errno -> OSError, the lazily imported Python formatters).
  * Multi-phase init; all types are heap types created from specs.
  */
+#include "accept.h"
 #include "sockaddr.h"
 #include "transport.h"
 
@@ -143,9 +144,12 @@ module_exec(PyObject *mod)
     st->iscoroutine = import_attr("asyncio", "iscoroutine");
     st->socket_type = import_attr("socket", "socket");
     st->tasks_module = PyImport_ImportModule("asyncio.tasks");
+    st->TransportSocket = import_attr("asyncio.trsock", "TransportSocket");
+    st->empty_tuple = PyTuple_New(0);
     if (st->Future == NULL || st->BufferedProtocol == NULL
         || st->partial_type == NULL || st->iscoroutine == NULL
-        || st->socket_type == NULL || st->tasks_module == NULL) {
+        || st->socket_type == NULL || st->tasks_module == NULL
+        || st->TransportSocket == NULL || st->empty_tuple == NULL) {
         return -1;
     }
     if (intern(&st->str_loop, "loop") < 0
@@ -161,7 +165,19 @@ module_exec(PyObject *mod)
     if (st->kwnames_loop == NULL
         || intern(&st->str_Task, "Task") < 0
         || intern(&st->str_create_task_slow, "_create_task_slow") < 0
-        || intern(&st->str_name, "name") < 0) {
+        || intern(&st->str_name, "name") < 0
+        || intern(&st->str_connection_lost, "connection_lost") < 0
+        || intern(&st->str_call_connection_lost, "_call_connection_lost") < 0
+        || intern(&st->str_detach, "_detach") < 0
+        || intern(&st->str_sockname, "sockname") < 0
+        || intern(&st->str_peername, "peername") < 0
+        || intern(&st->str_socket, "socket") < 0
+        || intern(&st->str_unclosed, "_unclosed") < 0
+        || intern(&st->str_set_protocol, "set_protocol") < 0
+        || intern(&st->str_attach, "_attach") < 0
+        || intern(&st->str_connection_made, "connection_made") < 0
+        || intern(&st->str_start_reading, "_start_reading") < 0
+        || intern(&st->str_fileno, "fileno") < 0) {
         return -1;
     }
     st->kwnames_task[0] = Py_NewRef(st->kwnames_loop);
@@ -183,6 +199,9 @@ module_exec(PyObject *mod)
         "kqueue "
 #endif
         "poll";
+    if (PyModule_AddFunctions(mod, evpy_accept_methods) < 0) {
+        return -1;
+    }
     if (PyModule_AddStringConstant(mod, "BACKENDS", backends) < 0) {
         return -1;
     }
@@ -205,6 +224,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->iscoroutine);
     Py_VISIT(st->socket_type);
     Py_VISIT(st->tasks_module);
+    Py_VISIT(st->TransportSocket);
     Py_VISIT(st->format_module);
     return 0;
 }
@@ -225,6 +245,8 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->iscoroutine);
     Py_CLEAR(st->socket_type);
     Py_CLEAR(st->tasks_module);
+    Py_CLEAR(st->TransportSocket);
+    Py_CLEAR(st->empty_tuple);
     Py_CLEAR(st->format_module);
     Py_CLEAR(st->str_loop);
     Py_CLEAR(st->str_context);
@@ -237,6 +259,18 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str_Task);
     Py_CLEAR(st->str_create_task_slow);
     Py_CLEAR(st->str_name);
+    Py_CLEAR(st->str_connection_lost);
+    Py_CLEAR(st->str_call_connection_lost);
+    Py_CLEAR(st->str_detach);
+    Py_CLEAR(st->str_sockname);
+    Py_CLEAR(st->str_peername);
+    Py_CLEAR(st->str_socket);
+    Py_CLEAR(st->str_unclosed);
+    Py_CLEAR(st->str_set_protocol);
+    Py_CLEAR(st->str_attach);
+    Py_CLEAR(st->str_connection_made);
+    Py_CLEAR(st->str_start_reading);
+    Py_CLEAR(st->str_fileno);
     for (int i = 0; i < 4; i++) {
         Py_CLEAR(st->kwnames_task[i]);
     }

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/un.h>
@@ -116,7 +117,116 @@ sockaddr_accept(PyObject *mod, PyObject *arg)
     return Py_BuildValue("iN", conn, addr);
 }
 
+/* A numeric (host, port[, flowinfo, scope_id]) address of family as a
+ * sockaddr; -1 with ValueError/TypeError if it is not one. */
+static int
+sockaddr_from_py(int family, PyObject *address, struct sockaddr_storage *ss,
+                 socklen_t *len)
+{
+    const char *host;
+    int port;
+    unsigned int flowinfo = 0, scope_id = 0;
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        if (!PyArg_ParseTuple(address, "si:connect", &host, &port)) {
+            return -1;
+        }
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) {
+            goto not_numeric;
+        }
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a);
+    }
+    else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        if (!PyArg_ParseTuple(address, "si|II:connect", &host, &port,
+                              &flowinfo, &scope_id)) {
+            return -1;
+        }
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
+            goto not_numeric;
+        }
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_flowinfo = htonl(flowinfo);
+        a->sin6_scope_id = scope_id;
+        *len = sizeof(*a);
+    }
+    else {
+        PyErr_SetString(PyExc_ValueError, "connect(): IPv4 or IPv6 only");
+        return -1;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "connect(): port must be 0-65535.");
+        return -1;
+    }
+    return 0;
+not_numeric:
+    PyErr_Format(PyExc_ValueError, "connect(): %s is not a numeric address",
+                 host);
+    return -1;
+}
+
+/* connect(family, type, proto, address) -> (fd, in_progress): a new
+ * non-blocking, close-on-exec socket connecting to a numeric IPv4/IPv6
+ * address. in_progress: wait for writability, then sock_error(fd). OSError
+ * (as socket.connect() raises it) if the connection fails at once. */
+static PyObject *
+sockaddr_connect(PyObject *mod, PyObject *args)
+{
+    int family, socktype, proto;
+    PyObject *address;
+    if (!PyArg_ParseTuple(args, "iiiO!:connect", &family, &socktype, &proto,
+                          &PyTuple_Type, &address)) {
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (sockaddr_from_py(family, address, &ss, &len) < 0) {
+        return NULL;
+    }
+    int fd = socket(family, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+    if (fd < 0) {
+        return evpy_set_errno(-errno);
+    }
+    int rc = connect(fd, (struct sockaddr *)&ss, len);
+    int in_progress = 0;
+    if (rc < 0) {
+        if (errno == EINPROGRESS || errno == EINTR) {
+            in_progress = 1; /* EINTR: the connect goes on asynchronously */
+        }
+        else {
+            int err = errno;
+            (void)close(fd);
+            return evpy_set_errno(-err);
+        }
+    }
+    return Py_BuildValue("iO", fd, in_progress ? Py_True : Py_False);
+}
+
+/* sock_error(fd) -> int: the socket's pending error (SO_ERROR), 0 if
+ * none: how a non-blocking connect() ended. */
+static PyObject *
+sockaddr_sock_error(PyObject *mod, PyObject *arg)
+{
+    long lfd = PyLong_AsLong(arg);
+    if (lfd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt((int)lfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        return evpy_set_errno(-errno);
+    }
+    return PyLong_FromLong(err);
+}
+
 PyMethodDef evpy_sockaddr_methods[] = {
     {"accept", (PyCFunction)sockaddr_accept, METH_O, NULL},
+    {"connect", (PyCFunction)sockaddr_connect, METH_VARARGS, NULL},
+    {"sock_error", (PyCFunction)sockaddr_sock_error, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -20,7 +20,8 @@ PyObject *evpy_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
  * this file does not convert. */
 PyObject *evpy_sockaddr_of_fd(int fd, int peer);
 
-/* Module functions: accept(fd). */
+/* Module functions: accept(fd), connect(family, type, proto, address),
+ * sock_error(fd). */
 extern PyMethodDef evpy_sockaddr_methods[];
 
 #endif /* EVPY_SOCKADDR_H */

@@ -773,6 +773,9 @@ stream_tp_clear(StreamObject *self)
 static void
 stream_dealloc(StreamObject *self)
 {
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+        return; /* resurrected */
+    }
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     evpy_tr_clear(TR(self));

@@ -228,8 +228,8 @@ require_loop(TransportObject *t)
 static int
 schedule_connection_lost(TransportObject *t, PyObject *exc)
 {
-    PyObject *cb = PyObject_GetAttrString((PyObject *)t,
-                                          "_call_connection_lost");
+    PyObject *cb = PyObject_GetAttr((PyObject *)t,
+                                    t->st->str_call_connection_lost);
     if (cb == NULL) {
         return -1;
     }
@@ -489,6 +489,31 @@ static int set_obj(PyObject **slot, PyObject *value);
  * over a bare fd (an accepted connection, non-blocking and close-on-exec
  * already): the transport owns the fd and makes the socket.socket only if
  * something asks for it. */
+int
+evpy_tr_attach_fd(TransportObject *t, LoopObject *loop, int fd, int family,
+                  int socktype, int proto)
+{
+    if (t->io.loop != NULL || t->sock != NULL || t->fd_owned) {
+        PyErr_SetString(PyExc_RuntimeError, "transport already attached");
+        return -1;
+    }
+    t->io.fd = fd;
+    t->kind = 0;
+    if (evpy_loop_io_attach(loop, &t->io) < 0) {
+        t->io.fd = -1;
+        return -1;
+    }
+    t->fd_owned = 1;
+    t->family = family;
+    t->socktype = socktype;
+    t->proto = proto;
+    if (family == AF_INET || family == AF_INET6) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    return 0;
+}
+
 static PyObject *
 tr_attach_fd(TransportObject *t, PyObject *args)
 {
@@ -498,27 +523,13 @@ tr_attach_fd(TransportObject *t, PyObject *args)
                           &socktype, &proto)) {
         return NULL;
     }
-    if (t->io.loop != NULL || t->sock != NULL || t->fd_owned) {
-        PyErr_SetString(PyExc_RuntimeError, "transport already attached");
-        return NULL;
-    }
     if (!PyObject_TypeCheck(loop, t->st->LoopType)) {
         PyErr_SetString(PyExc_TypeError, "_attach_fd() needs an evpy loop");
         return NULL;
     }
-    t->io.fd = fd;
-    t->kind = 0;
-    if (evpy_loop_io_attach((LoopObject *)loop, &t->io) < 0) {
-        t->io.fd = -1;
+    if (evpy_tr_attach_fd(t, (LoopObject *)loop, fd, family, socktype, proto)
+        < 0) {
         return NULL;
-    }
-    t->fd_owned = 1;
-    t->family = family;
-    t->socktype = socktype;
-    t->proto = proto;
-    if (family == AF_INET || family == AF_INET6) {
-        int one = 1;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     Py_RETURN_NONE;
 }
@@ -583,29 +594,40 @@ tr_get_sock_made(TransportObject *t, void *Py_UNUSED(c))
     return PyBool_FromLong(t->sock != NULL);
 }
 
-/* _close_sock(): closes the socket or pipe (the caller has detached it
- * from the loop) and forgets it. */
-static PyObject *
-tr_close_sock(TransportObject *t, PyObject *Py_UNUSED(ignored))
+/* Closes the socket or pipe (the caller has detached it from the loop)
+ * and forgets it. */
+static int
+tr_close_sock_impl(TransportObject *t)
 {
     if (t->fd_owned) {
         t->fd_owned = 0;
         if (close(t->io.fd) < 0 && errno != EINTR) {
-            return evpy_set_errno(-errno);
+            evpy_set_errno(-errno);
+            return -1;
         }
-        Py_RETURN_NONE;
+        return 0;
     }
     PyObject *sock = t->sock;
     if (sock == NULL) {
-        Py_RETURN_NONE;
+        return 0;
     }
     t->sock = NULL; /* our reference, dropped below */
     PyObject *r = PyObject_CallMethod(sock, "close", NULL);
     Py_DECREF(sock);
     if (r == NULL) {
-        return NULL;
+        return -1;
     }
     Py_DECREF(r);
+    return 0;
+}
+
+/* _close_sock() */
+static PyObject *
+tr_close_sock(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (tr_close_sock_impl(t) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -646,10 +668,10 @@ tr_sockaddr(TransportObject *t, PyObject *peer)
     return NULL;
 }
 
-/* _detach(): unregisters the fd (before it is closed) and drops the
- * queue and the protocol. */
-static PyObject *
-tr_detach(TransportObject *t, PyObject *Py_UNUSED(ignored))
+/* Unregisters the fd (before it is closed) and drops the queue and the
+ * protocol. */
+static void
+tr_detach_impl(TransportObject *t)
 {
     if (t->io.loop != NULL) {
         evpy_loop_io_detach(t->io.loop, &t->io);
@@ -657,7 +679,183 @@ tr_detach(TransportObject *t, PyObject *Py_UNUSED(ignored))
     t->ops->clear_queue(t);
     t->ops->clear_protocol(t);
     Py_CLEAR(t->protocol);
+}
+
+/* _detach() */
+static PyObject *
+tr_detach(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    tr_detach_impl(t);
     Py_RETURN_NONE;
+}
+
+/* Stores extra[key] = value unless the key is there; value is stolen. */
+static int
+extra_default(PyObject *extra, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetDefault(extra, key, value) == NULL ? -1 : 0;
+    Py_DECREF(value);
+    return rc;
+}
+
+/* The addresses asyncio's transports compute when they are made, and the
+ * socket object if it was made: filled in (if missing) while the socket is
+ * still open, so they stay readable after the close. */
+static int
+tr_fill_extra(TransportObject *t)
+{
+    PyObject *extra = t->io.extra;
+    if (extra == NULL || !PyDict_Check(extra)) {
+        return 0;
+    }
+    evpy_state *st = t->st;
+    PyObject *keys[2] = {st->str_sockname, st->str_peername};
+    for (int peer = 0; peer < 2; peer++) {
+        int has = PyDict_Contains(extra, keys[peer]);
+        if (has < 0) {
+            return -1;
+        }
+        if (!has && extra_default(extra, keys[peer],
+                                  tr_sockaddr(t, peer ? Py_True
+                                                      : Py_False)) < 0) {
+            return -1;
+        }
+    }
+    if (t->sock != NULL) {
+        int has = PyDict_Contains(extra, st->str_socket);
+        if (has < 0) {
+            return -1;
+        }
+        if (!has && extra_default(extra, st->str_socket,
+                                  PyObject_CallOneArg(st->TransportSocket,
+                                                      t->sock)) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Keeps the first failure of a cleanup sequence: *err takes the current
+ * exception unless it holds one already (a later one is reported). */
+static void
+keep_first_error(TransportObject *t, PyObject **err)
+{
+    if (*err == NULL) {
+        *err = evpy_fetch_exc();
+    }
+    else {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+}
+
+/* _call_connection_lost(exc): the end of a socket transport, as asyncio's
+ * _SelectorTransport._call_connection_lost: tell the protocol, then
+ * (whatever it raised) unregister, keep the addresses readable, close the
+ * socket, leave the server and fail a pending sendfile wait. Pipe
+ * transports have their own (evpy/transports.py). */
+static PyObject *
+tr_call_connection_lost(TransportObject *t, PyObject *exc)
+{
+    if (t->sock == NULL && !t->fd_owned) {
+        Py_RETURN_NONE;
+    }
+    evpy_state *st = t->st;
+    PyObject *err = NULL;
+    if (t->protocol != NULL) {
+        PyObject *protocol = Py_NewRef(t->protocol);
+        PyObject *r = PyObject_CallMethodOneArg(protocol,
+                                                st->str_connection_lost, exc);
+        Py_DECREF(protocol);
+        if (r == NULL) {
+            err = evpy_fetch_exc();
+        }
+        Py_XDECREF(r);
+    }
+    tr_detach_impl(t);
+    if (tr_fill_extra(t) < 0) {
+        keep_first_error(t, &err);
+    }
+    if (tr_close_sock_impl(t) < 0) {
+        keep_first_error(t, &err);
+    }
+    PyObject *server = t->server;
+    if (server != NULL) {
+        t->server = NULL; /* our reference, dropped below */
+        PyObject *r = PyObject_CallMethodOneArg(server, st->str_detach,
+                                                (PyObject *)t);
+        Py_DECREF(server);
+        if (r == NULL) {
+            keep_first_error(t, &err);
+        }
+        Py_XDECREF(r);
+    }
+    PyObject *waiter = t->empty_waiter;
+    if (waiter != NULL) {
+        Py_INCREF(waiter);
+        PyObject *r = PyObject_CallMethod(waiter, "done", NULL);
+        int done = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (done == 0) {
+            r = PyObject_CallMethod(waiter, "set_exception", "N",
+                                    PyObject_CallFunction(
+                                        PyExc_ConnectionError, "s",
+                                        "Connection is closed by peer"));
+            done = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(waiter);
+        if (done < 0) {
+            keep_first_error(t, &err);
+        }
+    }
+    if (err != NULL) {
+        evpy_restore_exc(err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+void
+evpy_tr_discard(TransportObject *t)
+{
+    PyObject *exc = evpy_fetch_exc();
+    tr_detach_impl(t);
+    if (tr_close_sock_impl(t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    PyObject *server = t->server;
+    if (server != NULL) {
+        t->server = NULL;
+        PyObject *r = PyObject_CallMethodOneArg(server, t->st->str_detach,
+                                                (PyObject *)t);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)t);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(server);
+    }
+    evpy_restore_exc(exc);
+}
+
+/* An unclosed transport being collected: the Python side warns and
+ * closes it (_unclosed); a closed one costs nothing here. */
+static void
+tr_finalize(TransportObject *t)
+{
+    if (t->sock == NULL && !t->fd_owned) {
+        return;
+    }
+    PyObject *exc = evpy_fetch_exc();
+    PyObject *r = PyObject_CallMethodNoArgs((PyObject *)t,
+                                            t->st->str_unclosed);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    evpy_restore_exc(exc);
 }
 
 /* _release_fd(): lend the fd to loop.sock_sendfile() (which registers it
@@ -830,6 +1028,8 @@ static PyMethodDef tr_methods[] = {
     {"_close_sock", (PyCFunction)tr_close_sock, METH_NOARGS, NULL},
     {"_sockaddr", (PyCFunction)tr_sockaddr, METH_O, NULL},
     {"_detach", (PyCFunction)tr_detach, METH_NOARGS, NULL},
+    {"_call_connection_lost", (PyCFunction)tr_call_connection_lost, METH_O,
+     NULL},
     {"_release_fd", (PyCFunction)tr_release_fd, METH_NOARGS,
      "Lend the fd out (native sendfile)."},
     {"_reclaim_fd", (PyCFunction)tr_reclaim_fd, METH_NOARGS,
@@ -885,6 +1085,7 @@ static PyType_Slot tr_slots[] = {
     {Py_tp_members, tr_members},
     {Py_tp_traverse, tr_traverse_slot},
     {Py_tp_clear, tr_clear_slot},
+    {Py_tp_finalize, tr_finalize},
     {0, NULL},
 };
 

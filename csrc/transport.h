@@ -67,6 +67,14 @@ int evpy_tr_do_close(TransportObject *t);
 int evpy_tr_call_connection_lost_now(TransportObject *t);
 PyObject *evpy_tr_write_after_close(TransportObject *t);
 int evpy_tr_check_bytes_like(PyObject *data);
+/* Attaches a stream socket transport to loop over a bare connected fd it
+ * owns from then on (the socket object is made on demand). -1 with an
+ * exception, the fd still the caller's. */
+int evpy_tr_attach_fd(TransportObject *t, LoopObject *loop, int fd,
+                      int family, int socktype, int proto);
+/* Drops a transport whose set-up failed: unregisters, closes its fd,
+ * leaves its server; the pending exception, if any, is kept. */
+void evpy_tr_discard(TransportObject *t);
 
 /* _core.TransportBase: the shared methods, as a base class of
  * StreamTransport and DatagramTransport (it subclasses

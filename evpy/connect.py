@@ -15,7 +15,9 @@ import sys
 
 from asyncio import staggered
 
-from .sock import check_ssl_socket
+from . import _core
+from .sock import check_ssl_socket, numeric_addrinfo
+from .transports import SocketTransport
 
 logger = logging.getLogger('asyncio')
 
@@ -144,6 +146,13 @@ class ConnectMixin:
             if sock is not None:
                 raise ValueError(
                     'host/port and sock can not be specified at the same time')
+            if not ssl and local_addr is None and not all_errors \
+                    and not self._debug:
+                info = numeric_addrinfo(host, port, family,
+                                        socket.SOCK_STREAM, proto)
+                if info is not None:
+                    return await self._connect_numeric(protocol_factory,
+                                                       info)
             sock = await self._connect_host(
                 host, port, family, proto, flags, local_addr,
                 happy_eyeballs_delay, interleave, all_errors)
@@ -163,6 +172,36 @@ class ConnectMixin:
             logger.debug('%r connected to %s:%r: (%r, %r)',
                          transport.get_extra_info('socket'), host, port,
                          transport, protocol)
+        return transport, protocol
+
+    async def _connect_numeric(self, protocol_factory, addr_info):
+        """create_connection() to one numeric address, no TLS, no local
+        address: the socket is made and connected in C and the transport
+        owns the bare fd (no socket object unless one is asked for).  What
+        the caller sees (errors, extra info, ordering) is the general
+        path's."""
+        family, type_, proto, _, address = addr_info
+        fd, in_progress = _core.connect(family, type_, proto, address)
+        try:
+            if in_progress:
+                await self._wait_writable(fd)
+                err = _core.sock_error(fd)
+                if err:
+                    raise OSError(err, f'Connect call failed {address}')
+            protocol = protocol_factory()
+        except BaseException:
+            os.close(fd)
+            raise
+        waiter = self.create_future()
+        # getpeername() would give back exactly this IPv4 address.
+        extra = {'peername': address} if family == socket.AF_INET else {}
+        transport = SocketTransport._adopt(
+            self, fd, (family, type_, proto), protocol, extra, waiter)
+        try:
+            await waiter
+        except:  # noqa: E722 - also on cancellation
+            transport.close()
+            raise
         return transport, protocol
 
     async def _connect_host(self, host, port, family, proto, flags,

@@ -74,8 +74,11 @@ class Server(asyncio.AbstractServer):
                  ssl_handshake_timeout, ssl_shutdown_timeout=None):
         self._loop = loop
         self._sockets = sockets
-        # Weak: an abandoned transport must stay collectable (and warn).
-        self._clients = weakref.WeakSet()
+        # {id(transport): weakref}: an abandoned transport must stay
+        # collectable (and warn). Cheaper per connection than a WeakSet: no
+        # callback per reference; dead entries are skipped where the set is
+        # read, and an id reused by a new transport replaces its entry.
+        self._clients = {}
         # 3.11/3.12's Server API attaches without naming the transport.
         self._anonymous_clients = 0
         self._waiters = []
@@ -99,18 +102,22 @@ class Server(asyncio.AbstractServer):
         if transport is None:
             self._anonymous_clients += 1
         else:
-            self._clients.add(transport)
+            self._clients[id(transport)] = weakref.ref(transport)
 
     def _detach(self, transport=None):
         if transport is None:
             self._anonymous_clients -= 1
         else:
-            self._clients.discard(transport)
-        if not self._has_clients() and self._sockets is None:
+            self._clients.pop(id(transport), None)
+        if self._sockets is None and not self._has_clients():
             self._wakeup()
 
+    def _live_clients(self):
+        clients = [ref() for ref in self._clients.values()]
+        return [t for t in clients if t is not None]
+
     def _has_clients(self):
-        return bool(self._clients) or self._anonymous_clients > 0
+        return self._anonymous_clients > 0 or bool(self._live_clients())
 
     def _wakeup(self):
         waiters = self._waiters
@@ -178,12 +185,12 @@ class Server(asyncio.AbstractServer):
     if _PY313:
         def close_clients(self):
             """Close every connection accepted by this server."""
-            for transport in self._clients.copy():
+            for transport in self._live_clients():
                 transport.close()
 
         def abort_clients(self):
             """Abort every connection accepted by this server."""
-            for transport in self._clients.copy():
+            for transport in self._live_clients():
                 transport.abort()
 
     async def start_serving(self):
@@ -251,6 +258,22 @@ class ServerMixin:
                            info=None):
         if info is None:
             info = _listener_info(sock)
+        if server is None or self._debug:
+            self._accept_connection_py(protocol_factory, sock, server,
+                                       backlog, info)
+            return
+        try:
+            _core.accept_connections(self, sock, backlog, protocol_factory,
+                                     SocketTransport, info[0], info[1],
+                                     server)
+        except OSError as exc:
+            self._accept_failed(exc, protocol_factory, sock, server, backlog,
+                                info)
+
+    def _accept_connection_py(self, protocol_factory, sock, server, backlog,
+                              info):
+        """The accept loop with debug logging, or for asyncio's private API
+        without a Server (the C one above serves everything else)."""
         for _ in range(backlog):
             fd = sock.fileno()
             if fd == -1:
@@ -258,19 +281,8 @@ class ServerMixin:
             try:
                 accepted = _core.accept(fd)
             except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
-                    raise  # logged by the loop's callback error handling
-                # Linux keeps reporting the socket readable: stop watching
-                # it for a while instead of spinning.
-                self.call_exception_handler({
-                    'message': 'socket.accept() out of system resource',
-                    'exception': exc,
-                    'socket': trsock.TransportSocket(sock),
-                })
-                self.remove_reader(sock.fileno())
-                self.call_later(constants.ACCEPT_RETRY_DELAY,
-                                self._resume_accepting, protocol_factory,
-                                sock, server, backlog, info)
+                self._accept_failed(exc, protocol_factory, sock, server,
+                                    backlog, info)
                 return
             if accepted is None:
                 return
@@ -280,31 +292,50 @@ class ServerMixin:
                              server, addr, conn_fd)
             self._accepted(protocol_factory, conn_fd, addr, info, server)
 
+    def _accept_failed(self, exc, protocol_factory, sock, server, backlog,
+                       info):
+        if exc.errno not in _OUT_OF_RESOURCES:
+            raise exc  # logged by the loop's callback error handling
+        # Linux keeps reporting the socket readable: stop watching it for a
+        # while instead of spinning.
+        self.call_exception_handler({
+            'message': 'socket.accept() out of system resource',
+            'exception': exc,
+            'socket': trsock.TransportSocket(sock),
+        })
+        self.remove_reader(sock.fileno())
+        self.call_later(constants.ACCEPT_RETRY_DELAY,
+                        self._resume_accepting, protocol_factory,
+                        sock, server, backlog, info)
+
     def _accepted(self, protocol_factory, fd, addr, info, server):
         kind, sockname = info
         extra = {'peername': addr}
         if sockname is not None:
             extra['sockname'] = sockname
-        protocol = transport = None
+        protocol = None
         try:
-            protocol = protocol_factory()
+            try:
+                protocol = protocol_factory()
+            except BaseException:
+                os.close(fd)
+                raise
             if server is None:
                 # Only asyncio's private API accepts without a Server.
                 conn = socket.socket(*kind, fileno=fd)
-                fd = -1  # the socket owns it now
                 conn.setblocking(False)
-                self._make_socket_transport(conn, protocol, extra=extra)
-                return
-            transport = SocketTransport._accepted(
-                self, fd, kind, protocol, extra, server)
+                try:
+                    self._make_socket_transport(conn, protocol, extra=extra)
+                except BaseException:
+                    conn.close()
+                    raise
+            else:
+                # Owns fd from here (closes it if it raises).
+                SocketTransport._adopt(self, fd, kind, protocol, extra,
+                                       server=server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
         except BaseException as exc:
-            if transport is not None and transport._has_sock:
-                transport._detach()
-                transport._close_sock()
-            elif fd != -1:
-                os.close(fd)
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                raise
             if self._debug:
                 context = {
                     'message': 'Error on transport creation for incoming '

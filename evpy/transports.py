@@ -69,10 +69,6 @@ class _SocketTransportBase(_Common):
     """The once-per-connection half of asyncio's _SelectorTransport, for
     the stream and datagram socket transports."""
 
-    # asyncio clears this for a protocol that must not see connection_lost;
-    # a class attribute keeps the instance free of a __dict__.
-    _protocol_connected = True
-
     def _start(self, loop, sock, protocol, waiter, extra, kind):
         self._extra = {} if extra is None else extra
         self._attach(loop, sock, sock.fileno(), kind)
@@ -92,17 +88,6 @@ class _SocketTransportBase(_Common):
             value = self._sockaddr(name == 'peername')
         extra[name] = value
         return value
-
-    def _fill_extra(self):
-        """Compute the lazy addresses while the socket is still open (a
-        socket object that was never asked for is not made now)."""
-        extra = self._extra
-        if 'sockname' not in extra:
-            extra['sockname'] = self._sockaddr(False)
-        if 'peername' not in extra:
-            extra['peername'] = self._sockaddr(True)
-        if 'socket' not in extra and self._sock_made:
-            extra['socket'] = trsock.TransportSocket(self._sock)
 
     def _connect(self, loop, protocol, waiter):
         loop.call_soon(protocol.connection_made, self)
@@ -126,7 +111,9 @@ class _SocketTransportBase(_Common):
                         f'bufsize={self.get_write_buffer_size()}>')
         return '<{}>'.format(' '.join(info))
 
-    def __del__(self, _warn=warnings.warn):
+    def _unclosed(self, _warn=warnings.warn):
+        # Called by the C finalizer for a transport collected while open
+        # (a closed one costs no Python call there).
         if self._has_sock:
             _warn(f'unclosed transport {self!r}', ResourceWarning,
                   source=self)
@@ -154,21 +141,6 @@ class _SocketTransportBase(_Common):
     def _warn_write_after_close(self):
         logger.warning('socket.send() raised exception.')
 
-    def _call_connection_lost(self, exc):
-        if not self._has_sock:
-            return
-        try:
-            if self._protocol_connected and self._protocol is not None:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._detach()
-            self._fill_extra()
-            self._close_sock()
-            server = self._server
-            if server is not None:
-                self._server = None
-                server._detach(self)
-
 
 class SocketTransport(_SocketTransportBase, _core.StreamTransport):
     """Transport over a connected stream socket (TCP or Unix)."""
@@ -187,29 +159,34 @@ class SocketTransport(_SocketTransportBase, _core.StreamTransport):
         self._connect(loop, protocol, waiter)
 
     @classmethod
-    def _accepted(cls, loop, fd, kind, protocol, extra, server):
-        """A transport for a connection accepted by ``_core.accept`` (a
-        bare non-blocking fd, which the transport owns from the start; the
-        socket object is made only if something asks for it).  ``kind`` is
-        the listener's (family, type, proto).  The caller closes ``fd`` if
-        this raises before ``_has_sock`` is true."""
-        self = cls.__new__(cls)
-        self._extra = extra
-        self._attach_fd(loop, fd, *kind)
-        self.set_protocol(protocol)
-        self._server = server
-        server._attach(self)
-        self._connect(loop, protocol, None)
-        return self
-
-    def _call_connection_lost(self, exc):
+    def _adopt(cls, loop, fd, kind, protocol, extra, waiter=None,
+               server=None):
+        """A transport over a bare connected fd (from ``_core.accept`` or
+        ``_core.connect``: non-blocking, close-on-exec), which it owns from
+        the start; the socket object is made only if something asks for
+        it.  ``kind`` is (family, type, proto).  The fd is this call's from
+        the start: closed here if it raises."""
         try:
-            super()._call_connection_lost(exc)
-        finally:
-            waiter = self._empty_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(
-                    ConnectionError('Connection is closed by peer'))
+            self = cls.__new__(cls)
+            self._extra = extra
+            self._attach_fd(loop, fd, *kind)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            self.set_protocol(protocol)
+            if server is not None:
+                server._attach(self)
+                self._server = server
+            self._connect(loop, protocol, waiter)
+        except BaseException:
+            self._detach()
+            self._close_sock()
+            if self._server is not None:
+                self._server = None
+                server._detach(self)
+            raise
+        return self
 
     def _make_empty_waiter(self):
         if self._empty_waiter is not None:

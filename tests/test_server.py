@@ -305,6 +305,72 @@ def test_accept_burst_larger_than_backlog(loop):
     run(loop, main())
 
 
+def test_protocol_factory_error_drops_connection(loop):
+    """A protocol factory that raises costs that connection only: it is
+    closed (the fixture checks no fd is left), the server goes on."""
+    async def main():
+        calls = []
+
+        def factory():
+            calls.append(1)
+            if len(calls) == 1:
+                raise ZeroDivisionError('first one fails')
+            return Echo()
+
+        server = await loop.create_server(factory, '127.0.0.1', 0)
+        addr = server.sockets[0].getsockname()
+        with socket.socket() as c:
+            c.setblocking(False)
+            await loop.sock_connect(c, addr)
+            # The server closes it at once: EOF or a reset.
+            try:
+                assert await loop.sock_recv(c, 10) == b''
+            except ConnectionResetError:
+                pass
+        assert await roundtrip(loop, addr) == b'ping'
+        assert server.is_serving()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_protocol_factory_closing_server_mid_burst(loop):
+    """A factory that closes the server: whatever was accepted is served
+    or closed, nothing leaks (asyncio accepts the whole burst before any
+    factory runs; evpy stops accepting when the listener is closed)."""
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(('127.0.0.1', 0))
+        lsock.listen(64)
+        addr = lsock.getsockname()
+        clients = []
+        made = []
+        try:
+            for _ in range(5):
+                c = socket.socket()
+                c.setblocking(False)
+                clients.append(c)
+                await loop.sock_connect(c, addr)
+
+            def factory():
+                made.append(1)
+                server.close()
+                return Echo()
+
+            server = await loop.create_server(factory, sock=lsock,
+                                              start_serving=False)
+            await server.start_serving()
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert 1 <= len(made) <= 5
+            assert not server.is_serving()
+            await server.wait_closed()
+        finally:
+            for c in clients:
+                c.close()
+    run(loop, main())
+
+
 def test_start_serving_false(loop):
     async def main():
         server = await loop.create_server(Echo, '127.0.0.1', 0,

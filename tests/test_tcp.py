@@ -3,6 +3,7 @@
 refused connections, closing with pending writes, flow control), and
 create_connection's argument checking."""
 import asyncio
+import errno as errno_mod
 import hashlib
 import os
 import socket
@@ -289,6 +290,84 @@ def test_connection_refused(loop):
             await loop.create_connection(asyncio.Protocol, '127.0.0.1',
                                          free_port())
     run(loop, main())
+
+
+def test_connection_refused_message(loop):
+    """The error a refused connection raises, word for word."""
+    port = free_port()
+
+    async def main():
+        try:
+            await loop.create_connection(asyncio.Protocol, '127.0.0.1', port)
+        except ConnectionRefusedError as exc:
+            return exc.errno, str(exc)
+        raise AssertionError('connected')
+
+    err, text = run(loop, main())
+    assert err == errno_mod.ECONNREFUSED
+    assert text in ('[Errno 111] Connection refused',
+                    f"[Errno 111] Connect call failed ('127.0.0.1', {port})")
+
+
+def test_protocol_factory_error_closes_socket(loop):
+    """The fd leak check of the fixture proves the socket is closed."""
+    async def main():
+        server = await echo_server(loop)
+
+        def factory():
+            raise ZeroDivisionError
+        with pytest.raises(ZeroDivisionError):
+            await loop.create_connection(factory, '127.0.0.1',
+                                         port_of(server))
+        await close_server(server)
+    run(loop, main())
+
+
+def test_cancel_while_connecting_closes_socket(loop):
+    """Cancelled while the connect is in progress (a listener whose
+    backlog is full never completes it): the socket is closed."""
+    async def main():
+        with socket.socket() as lsock:
+            lsock.bind(('127.0.0.1', 0))
+            lsock.listen(0)
+            addr = lsock.getsockname()
+            fillers = []
+            try:
+                # Fill the accept queue so the next connect stays pending.
+                for _ in range(8):
+                    f = socket.socket()
+                    f.setblocking(False)
+                    f.connect_ex(addr)
+                    fillers.append(f)
+                task = asyncio.ensure_future(
+                    loop.create_connection(asyncio.Protocol, *addr))
+                await asyncio.sleep(0.05)
+                if task.done():
+                    pytest.skip('the kernel completed the connect anyway')
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                for f in fillers:
+                    f.close()
+    run(loop, main())
+
+
+def test_client_extra_info_after_close(loop):
+    """sockname/peername stay readable after connection_lost."""
+    async def main():
+        server = await echo_server(loop)
+        port = port_of(server)
+        tr, pr = await loop.create_connection(
+            lambda: Collect(loop), '127.0.0.1', port)
+        tr.close()
+        await pr.lost
+        await close_server(server)
+        return tr.get_extra_info('peername'), tr.get_extra_info('sockname')
+
+    peer, name = run(loop, main())
+    assert peer[0] == '127.0.0.1' and peer[1] > 0
+    assert name[0] == '127.0.0.1' and name[1] > 0
 
 
 @pytest.mark.skipif(not PY312, reason='all_errors is new in 3.12')
