@@ -1288,6 +1288,12 @@ loop_get_current_handle(LoopObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+loop_get_closed(LoopObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
 loop_get_backend(LoopObject *self, void *Py_UNUSED(closure))
 {
     if (self->poller == NULL) {
@@ -1368,6 +1374,8 @@ static PyGetSetDef loop_getset[] = {
     {"_debug", (getter)loop_get_debug_attr, NULL, NULL, NULL},
     {"_task_factory", (getter)loop_get_task_factory_attr,
      (setter)loop_set_task_factory_attr, NULL, NULL},
+    {"_closed", (getter)loop_get_closed, NULL,
+     "asyncio's private closed flag, read-only: is_closed().", NULL},
     {"_backend", (getter)loop_get_backend, NULL,
      "Name of the poller backend (epoll, kqueue or poll).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
