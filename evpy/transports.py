@@ -7,6 +7,7 @@ unclosed-transport warning. Behaviour follows asyncio's selector
 transports (selector_events._SelectorSocketTransport).
 """
 
+import asyncio
 import errno
 import logging
 import os
@@ -357,6 +358,13 @@ class WritePipeTransport(_PipeTransport):
     device (loop.connect_write_pipe)."""
 
     _kind = 2
+
+    # Not readable: asyncio's write pipe inherits these from ReadTransport,
+    # which raises NotImplementedError (reading here is only the C side's
+    # watch for the reader going away).
+    is_reading = asyncio.ReadTransport.is_reading
+    pause_reading = asyncio.ReadTransport.pause_reading
+    resume_reading = asyncio.ReadTransport.resume_reading
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         mode = self._setup(
