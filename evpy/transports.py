@@ -234,7 +234,9 @@ class DatagramTransport(_SocketTransportBase, _core.DatagramTransport):
                  extra=None):
         self._start(loop, sock, protocol, waiter, extra, 3)
         self._address = address
-        self._connected = bool(self.get_extra_info('peername'))
+        # Connected when the socket has a peer, named or not: a socketpair's
+        # peer name is '' (asyncio tests truthiness and then fails to send).
+        self._connected = self.get_extra_info('peername') is not None
         self._connect(loop, protocol, waiter)
 
 
