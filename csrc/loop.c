@@ -727,6 +727,17 @@ evpy_loop_io_detach(LoopObject *self, IOObject *io)
 }
 
 int
+evpy_io_copy_context(IOObject *io, int which)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return -1;
+    }
+    Py_XSETREF(io->ctx[which], ctx);
+    return 0;
+}
+
+int
 evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
 {
     if (loop_check_closed(self) < 0) {
@@ -901,7 +912,30 @@ loop_run_entry(LoopObject *self, void *entry)
     }
     EVPY_STAT_INC(self, io_events); /* health */
     IOObject *io = (IOObject *)EVPY_UNTAG(entry);
-    return io->vt->on_event(io, (unsigned)tag);
+    PyObject *ctx = io->ctx[tag == EVPY_WRITE ? EVPY_IO_CTX_WRITE
+                                             : EVPY_IO_CTX_READ];
+    if (ctx == NULL) {
+        return io->vt->on_event(io, (unsigned)tag);
+    }
+    /* Beware: the event may replace io->ctx (resume_reading()); keep the
+     * context we enter until we have left it. */
+    Py_INCREF(ctx);
+    if (PyContext_Enter(ctx) < 0) {
+        /* Only if the context is already entered, which the loop never
+         * does; report it and still deliver the event. */
+        PyErr_WriteUnraisable((PyObject *)io);
+        Py_DECREF(ctx);
+        return io->vt->on_event(io, (unsigned)tag);
+    }
+    int rc = io->vt->on_event(io, (unsigned)tag);
+    /* rc < 0 carries SystemExit/KeyboardInterrupt out of the loop. */
+    PyObject *exc = rc < 0 ? evpy_fetch_exc() : NULL;
+    if (PyContext_Exit(ctx) < 0) {
+        PyErr_WriteUnraisable((PyObject *)io);
+    }
+    evpy_restore_exc(exc);
+    Py_DECREF(ctx);
+    return rc;
 }
 
 /* Runs one entry and times it: debug mode (slow-callback warnings), the
