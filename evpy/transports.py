@@ -299,9 +299,15 @@ class _PipeTransport(_Common, _core.StreamTransport):
             self._sock.close()
             self._sock = None
 
+    @staticmethod
+    def _quiet_error(exc):
+        """Errors only logged in debug mode, not reported to the exception
+        handler: EIO (a pty's end) for a read pipe."""
+        return isinstance(exc, OSError) and exc.errno == errno.EIO
+
     def _fatal_error(self, exc, message='Fatal error on pipe transport'):
-        # asyncio reports every error of a pipe but EIO (a pty's end).
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+        # asyncio reports the rest (unix_events' pipe transports).
+        if self._quiet_error(exc):
             if self._loop.get_debug():
                 logger.debug('%r: %s', self, message, exc_info=True)
         else:
@@ -360,6 +366,12 @@ class WritePipeTransport(_PipeTransport):
     device (loop.connect_write_pipe)."""
 
     _kind = 2
+
+    @staticmethod
+    def _quiet_error(exc):
+        # asyncio's write pipe logs every OSError (EPIPE...) in debug mode
+        # only.
+        return isinstance(exc, OSError)
 
     # Not readable: asyncio's write pipe inherits these from ReadTransport,
     # which raises NotImplementedError (reading here is only the C side's

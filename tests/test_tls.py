@@ -173,6 +173,7 @@ def test_client_certificate_required(loop, errors):
     assert errors == []
 
 
+@pytest.mark.expect_handler_calls
 def test_server_handshake_failure_reported_in_debug(loop, errors):
     loop.set_debug(True)
     logging.getLogger('asyncio').setLevel(logging.WARNING)
