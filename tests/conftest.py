@@ -22,12 +22,17 @@ import asyncio
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 
 import pytest
 
 KINDS = ("asyncio", "evpy")
+# asyncio's debug mode is on for new loops (PYTHONASYNCIODEBUG, -X dev).
+ASYNCIO_DEBUG = sys.flags.dev_mode or (
+    not sys.flags.ignore_environment
+    and bool(os.environ.get("PYTHONASYNCIODEBUG")))
 
 try:
     import evpy as _evpy
