@@ -208,6 +208,13 @@ class HandlerCalls(list):
             return call(context)
         loop.call_exception_handler = call_exception_handler
 
+    def discard(self, message):
+        """Drop (and return) the calls with this message: the test says
+        it expects them."""
+        dropped = [c for c in self if c.get('message') == message]
+        self[:] = [c for c in self if c.get('message') != message]
+        return dropped
+
 
 def _describe_call(context):
     exc = context.get('exception')
@@ -221,7 +228,7 @@ def handler_calls(request):
     the test is marked expect_handler_calls."""
     calls = HandlerCalls()
     yield calls
-    if calls and not request.node.get_closest_marker('expect_handler_calls'):
+    if calls and not request.node.get_closest_marker("expect_handler_calls"):
         rep = getattr(request.node, "rep_call", None)
         if rep is None or rep.passed:
             pytest.fail("unexpected exception handler call(s): {}".format(

@@ -417,7 +417,7 @@ def test_loop_repr(loop):
     r = repr(loop)
     assert "running=False" in r
     assert "closed=False" in r
-    assert "debug=False" in r
+    assert "debug={}".format(loop.get_debug()) in r
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ import subprocess
 import time
 
 import pytest
-from tlshelpers import (Collect, Echo, cert, client_ctx, close_all, run,
-                        server_ctx, tls_pair)
+from tlshelpers import (Collect, Echo, cert, client_ctx, close_all,
+                        expect_debug_accept_errors, run, server_ctx,
+                        tls_pair)
 
 
 # ------------------------------------------------------------- handshakes
@@ -133,6 +134,7 @@ def test_hostname_mismatch(loop, errors):
         assert 'Hostname mismatch' in ei.value.verify_message
 
     run(loop, main())
+    expect_debug_accept_errors(errors)
     assert errors == []
 
 
@@ -147,6 +149,7 @@ def test_untrusted_certificate(loop, errors):
             await tls_pair(loop, cctx=True)
 
     run(loop, main())
+    expect_debug_accept_errors(errors)
     assert errors == []
 
 
@@ -170,6 +173,7 @@ def test_client_certificate_required(loop, errors):
         assert all(p.events == [] for p in srv_protos)
 
     run(loop, main())
+    expect_debug_accept_errors(errors)
     assert errors == []
 
 
@@ -307,6 +311,7 @@ def test_server_handshake_timeout(loop, errors):
         assert [p.events for p in protos] == [[]]
 
     run(loop, main())
+    expect_debug_accept_errors(errors)
     assert errors == []
 
 
@@ -365,6 +370,7 @@ def test_client_vanishes_mid_handshake(loop, errors):
         assert [p.events for p in protos] == [[], [], []]
 
     run(loop, main())
+    expect_debug_accept_errors(errors)
     assert errors == []
 
 
