@@ -61,6 +61,7 @@ for v in 311 312 313; do
 done
 
 pytest_run "py312-poll" "$VENVS/py312" EVPY_POLLER=poll
+pytest_run "py312-debug" "$VENVS/py312" PYTHONASYNCIODEBUG=1
 conformance_run "conformance-py312-debug" "$VENVS/py312" --debug
 
 echo "== build py312-asan"

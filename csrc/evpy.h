@@ -184,8 +184,18 @@ struct IOObject {
     PyObject *extra;               /* BaseTransport.__slots__ '_extra' */
     const evpy_io_vtable *vt;
     LoopObject *loop;              /* NULL when not attached */
+    /* The contextvars.Context each direction's events run in, as asyncio
+     * runs a reader's or writer's Handle: [EVPY_IO_CTX_READ] is copied when
+     * reading starts or resumes, [EVPY_IO_CTX_WRITE] when writing has to
+     * wait. NULL: the loop's current context. */
+    PyObject *ctx[2];
     int fd;
 };
+
+#define EVPY_IO_CTX_READ 0
+#define EVPY_IO_CTX_WRITE 1
+/* Replaces io->ctx[which] with a copy of the current context. */
+int evpy_io_copy_context(IOObject *io, int which);
 
 /* Registers io->fd with no interest yet; the fd slot keeps one reference
  * to io until evpy_loop_io_detach. RuntimeError if the fd has readers. */

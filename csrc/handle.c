@@ -137,16 +137,17 @@ handle_cancel(HandleObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     LoopObject *loop = self->loop;
+    self->cancelled = 1;
+    if (self->is_timer && evpy_timerheap_remove(&loop->timers, &self->timer)) {
+        Py_DECREF(self); /* the heap's reference; the caller holds one */
+    }
     if (loop->debug && self->repr == NULL) {
-        /* asyncio keeps the repr of a cancelled handle for debugging. */
+        /* asyncio keeps the repr of a cancelled handle (taken once it is
+         * marked cancelled) for debugging. */
         self->repr = PyObject_Repr((PyObject *)self);
         if (self->repr == NULL) {
             return NULL;
         }
-    }
-    self->cancelled = 1;
-    if (self->is_timer && evpy_timerheap_remove(&loop->timers, &self->timer)) {
-        Py_DECREF(self); /* the heap's reference; the caller holds one */
     }
     if (!self->running) {
         evpy_handle_clear_callback(self);

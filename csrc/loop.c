@@ -733,6 +733,17 @@ evpy_loop_io_detach(LoopObject *self, IOObject *io)
 }
 
 int
+evpy_io_copy_context(IOObject *io, int which)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return -1;
+    }
+    Py_XSETREF(io->ctx[which], ctx);
+    return 0;
+}
+
+int
 evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
 {
     if (loop_check_closed(self) < 0) {
@@ -907,7 +918,30 @@ loop_run_entry(LoopObject *self, void *entry)
     }
     EVPY_STAT_INC(self, io_events); /* health */
     IOObject *io = (IOObject *)EVPY_UNTAG(entry);
-    return io->vt->on_event(io, (unsigned)tag);
+    PyObject *ctx = io->ctx[tag == EVPY_WRITE ? EVPY_IO_CTX_WRITE
+                                             : EVPY_IO_CTX_READ];
+    if (ctx == NULL) {
+        return io->vt->on_event(io, (unsigned)tag);
+    }
+    /* Beware: the event may replace io->ctx (resume_reading()); keep the
+     * context we enter until we have left it. */
+    Py_INCREF(ctx);
+    if (PyContext_Enter(ctx) < 0) {
+        /* Only if the context is already entered, which the loop never
+         * does; report it and still deliver the event. */
+        PyErr_WriteUnraisable((PyObject *)io);
+        Py_DECREF(ctx);
+        return io->vt->on_event(io, (unsigned)tag);
+    }
+    int rc = io->vt->on_event(io, (unsigned)tag);
+    /* rc < 0 carries SystemExit/KeyboardInterrupt out of the loop. */
+    PyObject *exc = rc < 0 ? evpy_fetch_exc() : NULL;
+    if (PyContext_Exit(ctx) < 0) {
+        PyErr_WriteUnraisable((PyObject *)io);
+    }
+    evpy_restore_exc(exc);
+    Py_DECREF(ctx);
+    return rc;
 }
 
 /* Runs one entry and times it: debug mode (slow-callback warnings), the
@@ -1294,6 +1328,12 @@ loop_get_current_handle(LoopObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+loop_get_closed(LoopObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
 loop_get_backend(LoopObject *self, void *Py_UNUSED(closure))
 {
     if (self->poller == NULL) {
@@ -1374,6 +1414,8 @@ static PyGetSetDef loop_getset[] = {
     {"_debug", (getter)loop_get_debug_attr, NULL, NULL, NULL},
     {"_task_factory", (getter)loop_get_task_factory_attr,
      (setter)loop_set_task_factory_attr, NULL, NULL},
+    {"_closed", (getter)loop_get_closed, NULL,
+     "asyncio's private closed flag, read-only: is_closed().", NULL},
     {"_backend", (getter)loop_get_backend, NULL,
      "Name of the poller backend (epoll, kqueue or poll).", NULL},
     {NULL, NULL, NULL, NULL, NULL},

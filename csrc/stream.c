@@ -620,9 +620,11 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
     if (self->wq_len == 0) {
         Py_RETURN_NONE;
     }
+    /* Try now; wait for writability (in a copy of this context) only for
+     * what is left, as asyncio's writelines(). */
     if (was_empty) {
-        if (evpy_tr_want_write(TR(self)) < 0
-            || stream_write_ready(self) < 0) {
+        if (stream_write_ready(self) < 0
+            || (self->wq_len && evpy_tr_want_write(TR(self)) < 0)) {
             return NULL;
         }
     }

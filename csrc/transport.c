@@ -34,6 +34,8 @@ evpy_tr_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(t));
     Py_VISIT(t->io.extra);
     Py_VISIT(t->io.loop);
+    Py_VISIT(t->io.ctx[EVPY_IO_CTX_READ]);
+    Py_VISIT(t->io.ctx[EVPY_IO_CTX_WRITE]);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
     Py_VISIT(t->empty_waiter);
@@ -52,6 +54,8 @@ evpy_tr_clear(TransportObject *t)
         t->ops->clear_protocol(t);
     }
     Py_CLEAR(t->io.extra);
+    Py_CLEAR(t->io.ctx[EVPY_IO_CTX_READ]);
+    Py_CLEAR(t->io.ctx[EVPY_IO_CTX_WRITE]);
     if (t->fd_owned) {
         /* Never closed (the Python side warns and closes first when it
          * can): the fd must not outlive its only owner. */
@@ -86,6 +90,13 @@ evpy_tr_want_write(TransportObject *t)
      * cannot be written now is refused, as asyncio's _add_writer does. */
     if (TR_LOOP(t) == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    /* Write events run in a copy of the context that started the wait,
+     * as asyncio's _add_writer() Handle does. */
+    if (!t->released
+        && !(evpy_loop_io_wanted(TR_LOOP(t), &t->io) & EVPY_WRITE)
+        && evpy_io_copy_context(&t->io, EVPY_IO_CTX_WRITE) < 0) {
         return -1;
     }
     return evpy_tr_set_want(t, EVPY_WRITE, 0);
@@ -377,6 +388,12 @@ tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
     if (t->closing || !t->paused) {
         Py_RETURN_NONE;
     }
+    /* Reads from now on run in a copy of the caller's context: asyncio
+     * registers a new reader Handle here. */
+    if (TR_LOOP(t) != NULL
+        && evpy_io_copy_context(&t->io, EVPY_IO_CTX_READ) < 0) {
+        return NULL;
+    }
     t->paused = 0;
     if (evpy_tr_set_want(t, EVPY_READ, 0) < 0) {
         return NULL;
@@ -389,6 +406,12 @@ tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     if (t->paused || t->closing) {
         Py_RETURN_NONE;
+    }
+    /* Reads run in a copy of this call's context (scheduled with
+     * call_soon when the transport is made), as asyncio's reader Handle. */
+    if (TR_LOOP(t) != NULL
+        && evpy_io_copy_context(&t->io, EVPY_IO_CTX_READ) < 0) {
+        return NULL;
     }
     if (evpy_tr_set_want(t, EVPY_READ, 0) < 0) {
         return NULL;
@@ -679,6 +702,8 @@ tr_detach_impl(TransportObject *t)
     t->ops->clear_queue(t);
     t->ops->clear_protocol(t);
     Py_CLEAR(t->protocol);
+    Py_CLEAR(t->io.ctx[EVPY_IO_CTX_READ]);
+    Py_CLEAR(t->io.ctx[EVPY_IO_CTX_WRITE]);
 }
 
 /* _detach() */

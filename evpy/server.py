@@ -21,6 +21,7 @@ import sys
 import weakref
 
 from asyncio import constants, trsock
+from contextvars import copy_context
 
 from . import _core
 from .sock import check_ssl_socket
@@ -290,7 +291,11 @@ class ServerMixin:
             if self._debug:
                 logger.debug('%r got a new connection from %r: fd=%d',
                              server, addr, conn_fd)
-            self._accepted(protocol_factory, conn_fd, addr, info, server)
+            # Each connection is set up in its own copy of the server's
+            # context (asyncio runs it in a new task): what the protocol
+            # factory sets belongs to that connection only.
+            copy_context().run(self._accepted, protocol_factory, conn_fd,
+                               addr, info, server)
 
     def _accept_failed(self, exc, protocol_factory, sock, server, backlog,
                        info):

@@ -32,6 +32,7 @@ on its allocation history).
 decrypted straight into the application's buffer there.
 """
 
+import ssl
 from asyncio import sslproto
 
 READ_SIZE = 256 * 1024     # ciphertext per socket read (shared buffer)
@@ -113,6 +114,64 @@ class RecordProtocol(sslproto.SSLProtocol):
             # close_notify
             self._call_eof_received()
             self._start_shutdown()
+
+    def _do_read__buffered(self):
+        # asyncio's reads the rest of a partly filled buffer into buf[n:],
+        # which for a bytearray (what most BufferedProtocols return) is a
+        # copy: whenever a record boundary splits the buffer, bytes are lost
+        # and the previous ones delivered again.  Here every read goes
+        # through a view of the application's buffer.
+        buf = self._app_protocol_get_buffer(self._get_read_buffer_size())
+        read = _raw(self._sslobj).read
+        filled = 0
+        count = 1
+        with memoryview(buf) as whole, whole.cast('B') as view:
+            wants = view.nbytes
+            if not wants:
+                raise RuntimeError('get_buffer() returned an empty buffer')
+            try:
+                while filled < wants:
+                    with view[filled:] as rest:
+                        count = read(wants - filled, rest)
+                    if not count:
+                        break
+                    filled += count
+                else:
+                    # Full: more may be decrypted already; read it from the
+                    # loop, as asyncio does.
+                    self._loop.call_soon(self._do_read)
+            except _AGAIN:
+                pass
+        if filled:
+            self._app_protocol_buffer_updated(filled)
+        if not count:
+            # close_notify
+            self._call_eof_received()
+            self._start_shutdown()
+
+    # -- shutdown ------------------------------------------------------------
+
+    def _do_shutdown(self):
+        # Records the peer sent before it saw our close_notify can still
+        # hold application data; OpenSSL's unwrap() fails on them
+        # (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and asyncio's shutdown then
+        # never completes cleanly (a connection closed while reading was
+        # paused always ends that way).  Nothing is delivered once shutdown
+        # has begun, so read them out of the way first.
+        if not self._eof_received:
+            self._discard_appdata()
+        super()._do_shutdown()
+
+    def _discard_appdata(self):
+        view = _loop_buffers(self._loop)[1]
+        read = _raw(self._sslobj).read
+        try:
+            while read(CHUNK, view):
+                pass
+        except (*_AGAIN, ssl.SSLZeroReturnError):
+            # SSLZeroReturnError: the peer's close_notify, which unwrap()
+            # then completes on.
+            pass
 
     # -- writes --------------------------------------------------------------
 

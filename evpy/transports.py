@@ -7,6 +7,7 @@ unclosed-transport warning. Behaviour follows asyncio's selector
 transports (selector_events._SelectorSocketTransport).
 """
 
+import asyncio
 import errno
 import logging
 import os
@@ -210,7 +211,9 @@ class DatagramTransport(_SocketTransportBase, _core.DatagramTransport):
                  extra=None):
         self._start(loop, sock, protocol, waiter, extra, 3)
         self._address = address
-        self._connected = bool(self.get_extra_info('peername'))
+        # Connected when the socket has a peer, named or not: a socketpair's
+        # peer name is '' (asyncio tests truthiness and then fails to send).
+        self._connected = self.get_extra_info('peername') is not None
         self._connect(loop, protocol, waiter)
 
 
@@ -273,9 +276,15 @@ class _PipeTransport(_Common, _core.StreamTransport):
             self._sock.close()
             self._sock = None
 
+    @staticmethod
+    def _quiet_error(exc):
+        """Errors only logged in debug mode, not reported to the exception
+        handler: EIO (a pty's end) for a read pipe."""
+        return isinstance(exc, OSError) and exc.errno == errno.EIO
+
     def _fatal_error(self, exc, message='Fatal error on pipe transport'):
-        # asyncio reports every error of a pipe but EIO (a pty's end).
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+        # asyncio reports the rest (unix_events' pipe transports).
+        if self._quiet_error(exc):
             if self._loop.get_debug():
                 logger.debug('%r: %s', self, message, exc_info=True)
         else:
@@ -334,6 +343,19 @@ class WritePipeTransport(_PipeTransport):
     device (loop.connect_write_pipe)."""
 
     _kind = 2
+
+    @staticmethod
+    def _quiet_error(exc):
+        # asyncio's write pipe logs every OSError (EPIPE...) in debug mode
+        # only.
+        return isinstance(exc, OSError)
+
+    # Not readable: asyncio's write pipe inherits these from ReadTransport,
+    # which raises NotImplementedError (reading here is only the C side's
+    # watch for the reader going away).
+    is_reading = asyncio.ReadTransport.is_reading
+    pause_reading = asyncio.ReadTransport.pause_reading
+    resume_reading = asyncio.ReadTransport.resume_reading
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         mode = self._setup(

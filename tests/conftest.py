@@ -11,17 +11,28 @@ test would hide a missing feature.
 Every test is checked for leaks: open fds, live threads, child processes,
 loops created through ``new_loop`` and not closed, and a changed event loop
 policy / current loop.
+
+Loops from the ``loop`` and ``new_loop`` fixtures record every
+``call_exception_handler()`` call (whatever handler is installed); a test
+fails if any happened, unless it is marked ``expect_handler_calls`` (it
+then checks them itself, through the ``errors`` fixture or its own
+handler).
 """
 import asyncio
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 
 import pytest
 
 KINDS = ("asyncio", "evpy")
+# asyncio's debug mode is on for new loops (PYTHONASYNCIODEBUG, -X dev).
+ASYNCIO_DEBUG = sys.flags.dev_mode or (
+    not sys.flags.ignore_environment
+    and bool(os.environ.get("PYTHONASYNCIODEBUG")))
 
 try:
     import evpy as _evpy
@@ -34,6 +45,9 @@ except Exception as exc:  # reported in the header; evpy tests then ERROR
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "evpy_only: run this test with the evpy loop only")
+    config.addinivalue_line(
+        "markers", "expect_handler_calls: the test's loops may call their "
+        "exception handler (the test checks those calls itself)")
 
 
 def pytest_report_header(config):
@@ -180,8 +194,49 @@ def _leak_guard(request):
 
 # ------------------------------------------------------------ loop fixtures
 
+class HandlerCalls(list):
+    """The contexts the test's loops passed to call_exception_handler()."""
+
+    def install(self, loop):
+        # On the instance, so it sees every call (the loops' Python and C
+        # code and asyncio's futures look the method up on the loop) and
+        # leaves the handler itself to the test.
+        call = loop.call_exception_handler
+
+        def call_exception_handler(context):
+            self.append(context)
+            return call(context)
+        loop.call_exception_handler = call_exception_handler
+
+    def discard(self, message):
+        """Drop (and return) the calls with this message: the test says
+        it expects them."""
+        dropped = [c for c in self if c.get('message') == message]
+        self[:] = [c for c in self if c.get('message') != message]
+        return dropped
+
+
+def _describe_call(context):
+    exc = context.get('exception')
+    text = context.get('message', '?')
+    return text if exc is None else '{} ({!r})'.format(text, exc)
+
+
 @pytest.fixture
-def new_loop(request, kind):
+def handler_calls(request):
+    """Fails the test on any exception-handler call of its loops, unless
+    the test is marked expect_handler_calls."""
+    calls = HandlerCalls()
+    yield calls
+    if calls and not request.node.get_closest_marker("expect_handler_calls"):
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.passed:
+            pytest.fail("unexpected exception handler call(s): {}".format(
+                "; ".join(_describe_call(c) for c in calls)), pytrace=False)
+
+
+@pytest.fixture
+def new_loop(request, kind, handler_calls):
     """Factory for loops of the parametrized kind.
 
     Tests must close every loop they create; a loop still open at teardown
@@ -191,6 +246,7 @@ def new_loop(request, kind):
 
     def factory():
         loop = make_loop(kind)
+        handler_calls.install(loop)
         created.append(loop)
         return loop
 
@@ -214,9 +270,10 @@ def new_loop(request, kind):
 
 
 @pytest.fixture
-def loop(kind):
+def loop(kind, handler_calls):
     """A fresh loop of the parametrized kind, closed after the test."""
     lp = make_loop(kind)
+    handler_calls.install(lp)
     try:
         yield lp
     finally:
@@ -242,10 +299,10 @@ def run_briefly(loop, steps=1):
 
 
 @pytest.fixture
-def errors(loop):
-    """Contexts passed to the loop's exception handler (most networking
-    tests expect none: asyncio reports OSErrors on transports only in debug
-    mode)."""
-    seen = []
-    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
-    return seen
+def errors(loop, handler_calls):
+    """Contexts passed to the loop's exception handler.  Any call fails the
+    test unless it is marked expect_handler_calls (most networking tests
+    expect none: asyncio reports OSErrors on transports only in debug
+    mode).  The handler itself records silently."""
+    loop.set_exception_handler(lambda lp, ctx: None)
+    return handler_calls

@@ -157,6 +157,7 @@ def test_asend_athrow(loop):
     assert loop.run_until_complete(main()) == ("x", "caught")
 
 
+@pytest.mark.expect_handler_calls
 def test_shutdown_asyncgens_error_reported(loop):
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))

@@ -273,6 +273,7 @@ def test_call_soon_coroutine_object_type_error_in_debug(loop):
         c.close()
 
 
+@pytest.mark.expect_handler_calls
 def test_call_soon_non_callable_without_debug(loop):
     """Without debug asyncio accepts the value and reports the TypeError to
     the exception handler when the handle runs; a stricter loop may raise at

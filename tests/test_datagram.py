@@ -116,9 +116,11 @@ def test_sendto_connected(loop):
         cli_addr = cli_tr.get_extra_info('sockname')
         cli_tr.sendto(b'one')
         cli_tr.sendto(b'two', srv_addr)  # the peer's own address is fine
-        await until(lambda: len(srv.received) == 2)
-        assert srv.received == [(b'one', cli_addr), (b'two', cli_addr)]
-        with pytest.raises(ValueError):
+        cli_tr.sendto(b'three', None)
+        await until(lambda: len(srv.received) == 3)
+        assert srv.received == [(b'one', cli_addr), (b'two', cli_addr),
+                                (b'three', cli_addr)]
+        with pytest.raises(ValueError, match='Invalid address'):
             cli_tr.sendto(b'elsewhere', ('127.0.0.1', 9))
         srv_tr.sendto(b'back', cli_addr)
         await until(lambda: cli.received)
@@ -299,6 +301,63 @@ def test_existing_socket(loop):
         await pr.lost
         assert sock.fileno() == -1  # the transport owns the socket
     run(loop, main())
+
+
+def test_existing_connected_socket(loop):
+    # sock= already connected: sendto() goes to the peer, with or without
+    # an address (the socket's peer wins, as asyncio sends with send()).
+    async def main():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(('127.0.0.1', 0))
+            peer.setblocking(False)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect(peer.getsockname())
+            tr, pr = await loop.create_datagram_endpoint(
+                lambda: Proto(loop), sock=sock)
+            assert tr.get_extra_info('peername') == peer.getsockname()
+            tr.sendto(b'one')
+            tr.sendto(b'two', None)
+            tr.sendto(b'three', peer.getsockname())
+            got = []
+            while len(got) < 3:
+                got.append(await loop.sock_recv(peer, 100))
+            assert got == [b'one', b'two', b'three']
+            peer.sendto(b'back', sock.getsockname())
+            await until(lambda: pr.received)
+            assert pr.received == [(b'back', peer.getsockname())]
+            tr.close()
+            await pr.lost
+            assert pr.errors == []
+    run(loop, main())
+
+
+@pytest.mark.evpy_only
+def test_socketpair_endpoint(loop, errors):
+    # Beyond asyncio: on a socketpair(AF_UNIX, SOCK_DGRAM) socket the peer
+    # has no name (getpeername() is ''), and asyncio's loop (3.11-3.13)
+    # then calls sock.sendto(data, None): a fatal TypeError, nothing sent.
+    # evpy sends to the connected peer.
+    async def main():
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with b:
+            b.setblocking(False)
+            tr, pr = await loop.create_datagram_endpoint(
+                lambda: Proto(loop), sock=a)
+            assert tr.get_extra_info('peername') == ''
+            tr.sendto(b'one')
+            tr.sendto(b'two', None)
+            got = []
+            while len(got) < 2:
+                got.append(await loop.sock_recv(b, 100))
+            assert got == [b'one', b'two']
+            b.send(b'back')
+            await until(lambda: pr.received)
+            assert pr.received[0][0] == b'back'
+            tr.close()
+            assert await pr.lost is None
+            assert pr.errors == []
+    run(loop, main())
+    assert errors == []
 
 
 def test_reuse_port(loop):

@@ -228,6 +228,7 @@ def test_slow_task_step_logged_in_debug(loop, caplog):
                and "took" in m for m in msgs), msgs
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_context_has_source_traceback_in_debug(loop):
     loop.set_debug(True)
     errors = []

@@ -33,6 +33,7 @@ def test_set_exception_handler_non_callable(loop, bad):
     assert loop.get_exception_handler() is None
 
 
+@pytest.mark.expect_handler_calls
 def test_call_exception_handler_invokes_handler(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append((lp, ctx)))
@@ -44,6 +45,7 @@ def test_call_exception_handler_invokes_handler(loop):
     assert calls[0][1]["extra"] == 1
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_callback_reported(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))
@@ -60,6 +62,7 @@ def test_exception_in_callback_reported(loop):
     assert ctx["handle"] is h
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_timer_reported(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))
@@ -75,6 +78,7 @@ def test_exception_in_timer_reported(loop):
     assert calls[0]["handle"] is h
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_callback_does_not_stop_loop(loop):
     errors = []
     calls = []
@@ -93,6 +97,7 @@ def test_exception_in_callback_does_not_stop_loop(loop):
     assert len(errors) == 2
 
 
+@pytest.mark.expect_handler_calls
 def test_custom_base_exception_reported_not_propagated(loop):
     class MyBase(BaseException):
         pass
@@ -109,6 +114,7 @@ def test_custom_base_exception_reported_not_propagated(loop):
     assert isinstance(errors[0]["exception"], MyBase)
 
 
+@pytest.mark.expect_handler_calls
 def test_default_handler_logs_exception(loop, caplog):
     def bad():
         raise MyError("logged boom")
@@ -155,12 +161,14 @@ def test_default_exception_handler_without_message(loop, caplog):
     assert "Unhandled exception in event loop" in records[0].getMessage()
 
 
+@pytest.mark.expect_handler_calls
 def test_call_exception_handler_without_handler_logs(loop, caplog):
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         loop.call_exception_handler({"message": "via call_exception_handler"})
     assert "via call_exception_handler" in caplog.text
 
 
+@pytest.mark.expect_handler_calls
 def test_custom_handler_can_delegate_to_default(loop, caplog):
     seen = []
 
@@ -175,6 +183,7 @@ def test_custom_handler_can_delegate_to_default(loop, caplog):
     assert "delegated" in caplog.text
 
 
+@pytest.mark.expect_handler_calls
 def test_handler_that_raises_is_logged(loop, caplog):
     def handler(lp, ctx):
         raise RuntimeError("handler failed")
@@ -194,6 +203,7 @@ def test_handler_that_raises_is_logged(loop, caplog):
     assert "handler failed" in caplog.text
 
 
+@pytest.mark.expect_handler_calls
 def test_handler_that_raises_from_call_exception_handler(loop, caplog):
     def handler(lp, ctx):
         raise RuntimeError("handler failed directly")
@@ -205,6 +215,7 @@ def test_handler_that_raises_from_call_exception_handler(loop, caplog):
     assert "Unhandled error in exception handler" in caplog.text
 
 
+@pytest.mark.expect_handler_calls
 def test_handler_raising_keyboard_interrupt_propagates(loop):
     def handler(lp, ctx):
         raise KeyboardInterrupt
@@ -214,6 +225,7 @@ def test_handler_raising_keyboard_interrupt_propagates(loop):
         loop.call_exception_handler({"message": "m"})
 
 
+@pytest.mark.expect_handler_calls
 def test_task_exception_never_retrieved(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))
@@ -231,6 +243,7 @@ def test_task_exception_never_retrieved(loop):
     assert isinstance(calls[0]["exception"], MyError)
 
 
+@pytest.mark.expect_handler_calls
 def test_future_exception_never_retrieved(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))
@@ -242,6 +255,7 @@ def test_future_exception_never_retrieved(loop):
     assert "never retrieved" in calls[0]["message"]
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_handler_runs_in_callback_context(loop):
     """The handler is called synchronously, inside the failing iteration."""
     order = []
@@ -257,6 +271,7 @@ def test_exception_handler_runs_in_callback_context(loop):
     assert order == ["bad", "handler", "next"]
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_done_callback_reported(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))
@@ -272,6 +287,7 @@ def test_exception_in_done_callback_reported(loop):
     assert isinstance(calls[0]["exception"], MyError)
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_callback_scheduled_by_task(loop):
     calls = []
     loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))

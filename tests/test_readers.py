@@ -247,6 +247,7 @@ def test_many_fds(loop):
             _close(w)
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_reader_is_reported(loop, pipe):
     r, w = pipe
     errors = []

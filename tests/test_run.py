@@ -262,6 +262,23 @@ def test_close(new_loop):
     assert lp.is_closed()
 
 
+def test_closed_attribute(new_loop):
+    # asyncio's private flag, which some third-party code reads.
+    lp = new_loop()
+    assert lp._closed is False
+    lp.close()
+    assert lp._closed is True
+
+
+@pytest.mark.evpy_only
+def test_closed_attribute_is_read_only(new_loop):
+    lp = new_loop()
+    with pytest.raises(AttributeError):
+        lp._closed = True
+    assert not lp.is_closed()
+    lp.close()
+
+
 def test_close_discards_pending_callbacks(new_loop):
     lp = new_loop()
     calls = []
@@ -400,7 +417,7 @@ def test_loop_repr(loop):
     r = repr(loop)
     assert "running=False" in r
     assert "closed=False" in r
-    assert "debug=False" in r
+    assert "debug={}".format(loop.get_debug()) in r
 
 
 @pytest.fixture

@@ -511,6 +511,7 @@ def test_many_clients(loop):
     run(loop, main())
 
 
+@pytest.mark.expect_handler_calls
 def test_accept_emfile_pauses_and_recovers(loop, monkeypatch):
     monkeypatch.setattr(asyncio.constants, 'ACCEPT_RETRY_DELAY', 0.05)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -570,6 +571,7 @@ def test_accept_emfile_pauses_and_recovers(loop, monkeypatch):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.expect_handler_calls
 def test_close_while_accept_paused(loop, monkeypatch):
     monkeypatch.setattr(asyncio.constants, 'ACCEPT_RETRY_DELAY', 0.3)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -148,6 +148,7 @@ def test_replace_signal_handler(loop, safety_net):
     assert loop.remove_signal_handler(signal.SIGUSR1) is True
 
 
+@pytest.mark.expect_handler_calls
 def test_exception_in_signal_handler_reported(loop, safety_net):
     errors = []
     loop.set_exception_handler(lambda lp, ctx: (errors.append(ctx),

@@ -285,6 +285,26 @@ def test_protocol_calls_and_transport_api(loop):
     run(loop, main())
 
 
+def test_stdin_pipe_is_not_readable(loop):
+    # The stdin transport is a write pipe: asyncio's refuses the
+    # ReadTransport methods with NotImplementedError.
+    async def main():
+        tr, pr = await loop.subprocess_exec(
+            lambda: Recorder(loop), PY, '-c', 'import sys; sys.stdin.read()',
+            stdin=PIPE, stdout=None, stderr=None)
+        stdin = tr.get_pipe_transport(0)
+        for method in (stdin.pause_reading, stdin.resume_reading,
+                       stdin.is_reading):
+            with pytest.raises(NotImplementedError):
+                method()
+        stdin.write(b'still writable')
+        stdin.close()
+        assert await pr.exited == 0
+        await pr.lost
+        tr.close()
+    run(loop, main())
+
+
 def test_call_order(loop):
     def shape(events):
         """pipe_connection_lost calls with the fd order left out."""
