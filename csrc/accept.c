@@ -19,6 +19,28 @@ typedef struct {
     int family, socktype, proto;
 } accept_args;
 
+/* Server._attach(transport) without its Python frame: the Server keeps
+ * its clients as {id(transport): weakref} (evpy/server.py). */
+static int
+server_attach(PyObject *server, PyObject *t)
+{
+    evpy_state *st = ((TransportObject *)t)->st;
+    PyObject *clients = PyObject_GetAttr(server, st->str_clients);
+    if (clients == NULL) {
+        return -1;
+    }
+    int rc = -1;
+    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *ref = key ? PyWeakref_NewRef(t, NULL) : NULL;
+    if (ref != NULL) {
+        rc = PyDict_SetItem(clients, key, ref);
+    }
+    Py_XDECREF(ref);
+    Py_XDECREF(key);
+    Py_DECREF(clients);
+    return rc;
+}
+
 /* Makes the transport for one accepted fd (which this owns from the
  * start): protocol_factory(), the transport with asyncio's extra info,
  * the server's bookkeeping, then connection_made and the first read
@@ -52,17 +74,10 @@ accept_one(accept_args *a, int fd, PyObject *addr)
         goto fail_fd;
     }
     /* From here the transport owns fd. */
-    PyObject *r = PyObject_CallMethodOneArg((PyObject *)t,
-                                            st->str_set_protocol, protocol);
-    if (r == NULL) {
+    if (evpy_stream_set_protocol(t, protocol) < 0
+        || server_attach(a->server, (PyObject *)t) < 0) {
         goto fail_transport;
     }
-    Py_DECREF(r);
-    r = PyObject_CallMethodOneArg(a->server, st->str_attach, (PyObject *)t);
-    if (r == NULL) {
-        goto fail_transport;
-    }
-    Py_DECREF(r);
     t->server = Py_NewRef(a->server);
     cb = PyObject_GetAttr(protocol, st->str_connection_made);
     if (cb == NULL

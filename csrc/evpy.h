@@ -64,11 +64,13 @@ typedef struct {
     PyObject *str_peername;
     PyObject *str_socket;
     PyObject *str_unclosed;
-    PyObject *str_set_protocol;
-    PyObject *str_attach;
     PyObject *str_connection_made;
     PyObject *str_start_reading;
     PyObject *str_fileno;
+    PyObject *str_clients;
+    PyObject *str_data_received;
+    PyObject *str_get_buffer;
+    PyObject *str_buffer_updated;
     /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
      * context */
     PyObject *kwnames_task[4];

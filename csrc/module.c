@@ -173,11 +173,13 @@ module_exec(PyObject *mod)
         || intern(&st->str_peername, "peername") < 0
         || intern(&st->str_socket, "socket") < 0
         || intern(&st->str_unclosed, "_unclosed") < 0
-        || intern(&st->str_set_protocol, "set_protocol") < 0
-        || intern(&st->str_attach, "_attach") < 0
         || intern(&st->str_connection_made, "connection_made") < 0
         || intern(&st->str_start_reading, "_start_reading") < 0
-        || intern(&st->str_fileno, "fileno") < 0) {
+        || intern(&st->str_fileno, "fileno") < 0
+        || intern(&st->str_clients, "_clients") < 0
+        || intern(&st->str_data_received, "data_received") < 0
+        || intern(&st->str_get_buffer, "get_buffer") < 0
+        || intern(&st->str_buffer_updated, "buffer_updated") < 0) {
         return -1;
     }
     st->kwnames_task[0] = Py_NewRef(st->kwnames_loop);
@@ -266,11 +268,13 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str_peername);
     Py_CLEAR(st->str_socket);
     Py_CLEAR(st->str_unclosed);
-    Py_CLEAR(st->str_set_protocol);
-    Py_CLEAR(st->str_attach);
     Py_CLEAR(st->str_connection_made);
     Py_CLEAR(st->str_start_reading);
     Py_CLEAR(st->str_fileno);
+    Py_CLEAR(st->str_clients);
+    Py_CLEAR(st->str_data_received);
+    Py_CLEAR(st->str_get_buffer);
+    Py_CLEAR(st->str_buffer_updated);
     for (int i = 0; i < 4; i++) {
         Py_CLEAR(st->kwnames_task[i]);
     }

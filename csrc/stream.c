@@ -655,30 +655,51 @@ stream_can_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
 
 /* -- Python API: reading and lifetime ------------------------------------- */
 
-static PyObject *
-stream_set_protocol(StreamObject *self, PyObject *protocol)
+/* Caches protocol.name in *slot; a missing method is looked up (and
+ * fails) when data arrives, as asyncio does. */
+static int
+cache_method(PyObject *protocol, PyObject *name, PyObject **slot)
 {
-    int buffered = PyObject_IsInstance(protocol, self->t.st->BufferedProtocol);
+    *slot = PyObject_GetAttr(protocol, name);
+    if (*slot == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+int
+evpy_stream_set_protocol(TransportObject *t, PyObject *protocol)
+{
+    StreamObject *self = (StreamObject *)t;
+    evpy_state *st = t->st;
+    int buffered = PyObject_IsInstance(protocol, st->BufferedProtocol);
     if (buffered < 0) {
-        return NULL;
+        return -1;
     }
     Py_XSETREF(self->t.protocol, Py_NewRef(protocol));
     self->buffered = (char)buffered;
     Py_CLEAR(self->data_received);
     Py_CLEAR(self->get_buffer);
     Py_CLEAR(self->buffer_updated);
-    /* Cache the bound methods; a missing one is looked up (and fails)
-     * when data arrives, as asyncio does. */
     if (buffered) {
-        self->get_buffer = PyObject_GetAttrString(protocol, "get_buffer");
-        self->buffer_updated = PyObject_GetAttrString(protocol,
-                                                      "buffer_updated");
+        return (cache_method(protocol, st->str_get_buffer,
+                             &self->get_buffer) < 0
+                || cache_method(protocol, st->str_buffer_updated,
+                                &self->buffer_updated) < 0) ? -1 : 0;
     }
-    else {
-        self->data_received = PyObject_GetAttrString(protocol,
-                                                     "data_received");
+    return cache_method(protocol, st->str_data_received,
+                        &self->data_received);
+}
+
+static PyObject *
+stream_set_protocol(StreamObject *self, PyObject *protocol)
+{
+    if (evpy_stream_set_protocol(TR(self), protocol) < 0) {
+        return NULL;
     }
-    PyErr_Clear();
     Py_RETURN_NONE;
 }
 

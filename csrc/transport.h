@@ -72,6 +72,8 @@ int evpy_tr_check_bytes_like(PyObject *data);
  * exception, the fd still the caller's. */
 int evpy_tr_attach_fd(TransportObject *t, LoopObject *loop, int fd,
                       int family, int socktype, int proto);
+/* StreamTransport.set_protocol() (csrc/stream.c); t must be a stream. */
+int evpy_stream_set_protocol(TransportObject *t, PyObject *protocol);
 /* Drops a transport whose set-up failed: unregisters, closes its fd,
  * leaves its server; the pending exception, if any, is kept. */
 void evpy_tr_discard(TransportObject *t);

@@ -79,6 +79,7 @@ class Server(asyncio.AbstractServer):
         # collectable (and warn). Cheaper per connection than a WeakSet: no
         # callback per reference; dead entries are skipped where the set is
         # read, and an id reused by a new transport replaces its entry.
+        # The C accept loop (csrc/accept.c) adds to it directly.
         self._clients = {}
         # 3.11/3.12's Server API attaches without naming the transport.
         self._anonymous_clients = 0
@@ -122,6 +123,8 @@ class Server(asyncio.AbstractServer):
 
     def _wakeup(self):
         waiters = self._waiters
+        if waiters is None:
+            return  # woken already (a connection set up while closing)
         self._waiters = None
         for waiter in waiters:
             if not waiter.done():

@@ -305,9 +305,14 @@ def test_accept_burst_larger_than_backlog(loop):
     run(loop, main())
 
 
-def test_protocol_factory_error_drops_connection(loop):
+@pytest.mark.expect_handler_calls  # debug mode reports the failed set-up
+def test_protocol_factory_error_drops_connection(loop, kind):
     """A protocol factory that raises costs that connection only: it is
     closed (the fixture checks no fd is left), the server goes on."""
+    if kind == 'asyncio' and loop.get_debug():
+        pytest.skip("asyncio's loop keeps the accepted socket open in debug "
+                    "mode (the reported traceback holds it)")
+
     async def main():
         calls = []
 
@@ -334,6 +339,7 @@ def test_protocol_factory_error_drops_connection(loop):
     run(loop, main())
 
 
+@pytest.mark.expect_handler_calls  # debug mode: attaching to a closed server
 def test_protocol_factory_closing_server_mid_burst(loop):
     """A factory that closes the server: whatever was accepted is served
     or closed, nothing leaks (asyncio accepts the whole burst before any
