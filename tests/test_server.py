@@ -340,10 +340,14 @@ def test_protocol_factory_error_drops_connection(loop, kind):
 
 
 @pytest.mark.expect_handler_calls  # debug mode: attaching to a closed server
-def test_protocol_factory_closing_server_mid_burst(loop):
+def test_protocol_factory_closing_server_mid_burst(loop, kind):
     """A factory that closes the server: whatever was accepted is served
     or closed, nothing leaks (asyncio accepts the whole burst before any
     factory runs; evpy stops accepting when the listener is closed)."""
+    if kind == 'asyncio' and loop.get_debug():
+        pytest.skip("asyncio's loop keeps the accepted sockets open in debug "
+                    "mode (the reported tracebacks hold them)")
+
     async def main():
         lsock = socket.socket()
         lsock.bind(('127.0.0.1', 0))
