@@ -9,7 +9,7 @@
   (``PR_SET_PDEATHSIG``); ``wait_on_loop()`` runs an event loop until such a
   process has exited, polling it with ``call_later`` (no threads, no child
   watchers: only APIs every loop under test has).
-* ``proc_cpu_s(pid)`` / ``proc_rss(pid)`` read ``/proc``.
+* ``proc_cpu_s(pid)`` (schedstat, ns) / ``proc_rss(pid)`` read ``/proc``.
 
 Everything here talks only to 127.0.0.1 or Unix sockets.
 """
@@ -111,7 +111,20 @@ def raise_nofile():
 # -- /proc -------------------------------------------------------------------
 
 def proc_cpu_s(pid):
-    """utime + stime of process ``pid`` in seconds (clock-tick resolution)."""
+    """CPU time of process ``pid`` in seconds: the sum of its threads' run
+    time from /proc/PID/task/*/schedstat (ns resolution), or utime + stime
+    from /proc/PID/stat (10 ms clock ticks) where schedstat is missing."""
+    try:
+        total = 0
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                continue                    # the thread exited
+        return total / 1e9
+    except OSError:
+        pass
     with open("/proc/%d/stat" % pid, "rb") as f:
         data = f.read()
     fields = data[data.rindex(b")") + 2:].split()
@@ -212,10 +225,12 @@ def parse_json_line(out, err, what):
 
 def loadgen_cmd(port, *, mode="echo", conns, size=1, warmup=0.5,
                 duration=2.0, cpu=None, server_pid=None, window=None,
-                max_seconds=None, unix=None):
+                max_seconds=None, unix=None, messages=None):
     cmd = [tool_path("loadgen"), "--mode", mode, "--conns", str(conns),
            "--size", str(size), "--warmup", repr(float(warmup)),
            "--duration", repr(float(duration))]
+    if messages:
+        cmd += ["--messages", str(int(messages))]
     cmd += ["--unix", unix] if unix else ["--host", HOST, "--port", str(port)]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
