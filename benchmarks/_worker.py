@@ -3,6 +3,12 @@
     python -m benchmarks._worker --case call_soon_chain --loop uvloop --n 1000
     python -m benchmarks._worker --probe evpy
     python -m benchmarks._worker --case echo_protocol_1k_c10 --loop c --n 2000
+    python -m benchmarks._worker --case call_soon_chain --loop evpy --n 1000 \
+        --cost
+
+``--cost`` runs the case's cost function (see registry.case) once, with no
+warm-up, and reports the number of ops it did; the runner runs that under
+valgrind and perf (benchmarks/cost.py).
 
 ``--loop c`` runs the case's C floor (a plain C server under the same
 client) instead of a Python event loop.
@@ -124,6 +130,53 @@ def probe(loop_name):
     return 0
 
 
+def run_cost(case_name, loop_name, n):
+    """Cost mode: run the case (or its cost function) once with ``n`` and
+    no warm-up; report how many ops it did (``cost_ops``).  The runner
+    runs this under valgrind / perf at two sizes and divides the difference
+    in instructions / syscalls by the difference in ops."""
+    from benchmarks import loops, registry
+    out = {"ok": False, "case": case_name, "loop": loop_name, "n": n,
+           "pid": os.getpid(), "cost": True}
+    try:
+        spec = registry.get(case_name)
+        if not spec.has_cost:
+            raise KeyError(case_name)
+    except KeyError:
+        out["error"] = "case %r has no cost" % case_name
+        emit(out)
+        return 2
+    try:
+        loop = loops.new_loop(loop_name)
+    except loops.LoopUnavailable as exc:
+        out["error"] = str(exc)
+        emit(out)
+        return 2
+    asyncio.set_event_loop(loop)
+    try:
+        if spec.cost is True:
+            spec.fn(loop, n)
+            res = {"cost_ops": n}
+        else:
+            res = spec.cost(loop, n)
+        out["cost_ops"] = float(res["cost_ops"])
+        out["ok"] = True
+    except BaseException as exc:
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+        out["traceback"] = traceback.format_exc()
+    finally:
+        try:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+        except Exception:
+            pass
+        asyncio.set_event_loop(None)
+    emit(out)
+    return 0 if out["ok"] else 1
+
+
 def run_case(case_name, loop_name, n, warmup_n):
     from benchmarks import loops, registry
     out = {"ok": False, "case": case_name, "loop": loop_name, "n": n,
@@ -192,12 +245,16 @@ def main(argv=None):
     ap.add_argument("--loop")
     ap.add_argument("--n", type=int)
     ap.add_argument("--warmup-n", type=int, default=0)
+    ap.add_argument("--cost", action="store_true",
+                    help="cost mode: no warm-up, report the op count")
     args = ap.parse_args(argv)
     arrange_sys_path()
     if args.probe:
         return probe(args.probe)
     if not (args.case and args.loop and args.n):
         ap.error("--case, --loop and --n are required (or --probe)")
+    if args.cost:
+        return run_cost(args.case, args.loop, args.n)
     if args.loop == "c":
         return run_floor(args.case, args.n)
     return run_case(args.case, args.loop, args.n, args.warmup_n)

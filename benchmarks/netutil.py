@@ -78,8 +78,11 @@ def build_all():
 def cpus():
     """(client_cpu, server_cpu); None for both if fewer than 2 CPUs.
 
-    Override with BENCH_CLIENT_CPU / BENCH_SERVER_CPU.
+    Override with BENCH_CLIENT_CPU / BENCH_SERVER_CPU; BENCH_NO_PIN=1 (set
+    for the cost runs, which may run two at a time) pins nothing.
     """
+    if os.environ.get("BENCH_NO_PIN"):
+        return None, None
     env_c = os.environ.get("BENCH_CLIENT_CPU")
     env_s = os.environ.get("BENCH_SERVER_CPU")
     if env_c is not None and env_s is not None:
@@ -208,6 +211,44 @@ def wait_on_loop(loop, proc, timeout, interval=0.02):
         if proc.poll() is None:
             proc.kill()
     return proc.communicate()
+
+
+def wait_exit_on_loop(loop, proc, timeout):
+    """Run ``loop`` until ``proc`` writes its result to stdout, then reap it.
+
+    Unlike ``wait_on_loop`` this does not poll: one ``add_reader`` on the
+    process' stdout pipe (the C tools print their JSON line when done) and
+    one timer, so the loop's work doesn't grow with the run's duration
+    (what the cost runs need).  Returns the process' (stdout, stderr).
+    """
+    done = loop.create_future()
+    fd = proc.stdout.fileno()
+
+    def readable():
+        if not done.done():
+            done.set_result(None)
+
+    def expired():
+        if not done.done():
+            proc.kill()
+            done.set_exception(TimeoutError(
+                "%s did not finish within %gs" % (os.path.basename(
+                    proc.args[0]), timeout)))
+
+    loop.add_reader(fd, readable)
+    timer = loop.call_later(timeout, expired)
+    try:
+        loop.run_until_complete(done)
+    finally:
+        timer.cancel()
+        loop.remove_reader(fd)
+        if not done.done() and proc.poll() is None:
+            proc.kill()
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
 
 
 def parse_json_line(out, err, what):
