@@ -235,7 +235,7 @@ def _register(style, size_name, outstanding):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = ("UDP echo (%s), %d B datagrams, %d outstanding; dgram/s."
                   % (STYLE_API[style], size, outstanding))
-    case(name, n=1000, quick_n=1000,
+    case(name, n=500, quick_n=300,
          metrics=[DGRAMS, P50, P99, CPU_PER_DGRAM],
          targets=[ratio_target("uvloop", 1.0, metric="rps")],
          warmup=False, available=_need_cc, timeout=40,

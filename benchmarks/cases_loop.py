@@ -20,7 +20,7 @@ def _elapsed_ops(n, t0):
 
 # -- callbacks ---------------------------------------------------------------
 
-@case("call_soon_chain", n=200_000, quick_n=50_000,
+@case("call_soon_chain", n=100_000, quick_n=50_000,
       targets=[ratio_target("uvloop", 1.4)],
       cost=True, cost_n=(5000, 50000), cost_unit="callback")
 def call_soon_chain(loop, n):
@@ -45,7 +45,7 @@ def call_soon_chain(loop, n):
     return res
 
 
-@case("call_soon_burst", n=200_000, quick_n=50_000,
+@case("call_soon_burst", n=100_000, quick_n=50_000,
       cost=True, cost_n=(5000, 50000), cost_unit="callback")
 def call_soon_burst(loop, n):
     """Schedule n call_soon callbacks up front, then run them all; ops/s."""
@@ -68,7 +68,7 @@ def call_soon_burst(loop, n):
 
 # -- timers ------------------------------------------------------------------
 
-@case("call_later_fire", n=100_000, quick_n=25_000,
+@case("call_later_fire", n=50_000, quick_n=25_000,
       targets=[ratio_target("uvloop", 1.7)],
       cost=True, cost_n=(2000, 20000), cost_unit="timer")
 def call_later_fire(loop, n):
@@ -103,7 +103,7 @@ def call_later_fire(loop, n):
     return res
 
 
-@case("call_later_cancel", n=200_000, quick_n=50_000,
+@case("call_later_cancel", n=100_000, quick_n=50_000,
       targets=[ratio_target("uvloop", 1.7)],
       cost=True, cost_n=(5000, 50000), cost_unit="timer")
 def call_later_cancel(loop, n):
@@ -132,7 +132,7 @@ def call_later_cancel(loop, n):
 
 # -- threads -----------------------------------------------------------------
 
-@case("call_soon_threadsafe", n=100_000, quick_n=25_000,
+@case("call_soon_threadsafe", n=50_000, quick_n=25_000,
       targets=[ratio_target("uvloop", 1.0)],
       cost=True, cost_n=(5000, 30000), cost_unit="callback")
 def call_soon_threadsafe(loop, n):
@@ -169,7 +169,7 @@ def call_soon_threadsafe(loop, n):
     return res
 
 
-@case("run_in_executor", n=5_000, quick_n=1_500,
+@case("run_in_executor", n=3_000, quick_n=1_500,
       cost=True, cost_n=(200, 1000), cost_unit="call")
 def run_in_executor(loop, n):
     """n sequential run_in_executor(None, f) round trips; ops/s."""
@@ -192,7 +192,7 @@ def run_in_executor(loop, n):
 
 # -- futures and tasks -------------------------------------------------------
 
-@case("future_roundtrip", n=100_000, quick_n=25_000,
+@case("future_roundtrip", n=50_000, quick_n=25_000,
       cost=True, cost_n=(2000, 15000), cost_unit="future")
 def future_roundtrip(loop, n):
     """In a coroutine: create_future(), set_result(), await it; ops/s."""
@@ -209,7 +209,7 @@ def future_roundtrip(loop, n):
     return loop.run_until_complete(main())
 
 
-@case("sleep0_chain", n=200_000, quick_n=50_000,
+@case("sleep0_chain", n=100_000, quick_n=50_000,
       targets=[ratio_target("uvloop", 1.2)],
       cost=True, cost_n=(5000, 30000), cost_unit="sleep")
 def sleep0_chain(loop, n):
@@ -225,7 +225,7 @@ def sleep0_chain(loop, n):
     return loop.run_until_complete(main())
 
 
-@case("future_pingpong", n=100_000, quick_n=25_000,
+@case("future_pingpong", n=50_000, quick_n=25_000,
       cost=True, cost_n=(2000, 10000), cost_unit="round trip")
 def future_pingpong(loop, n):
     """Two tasks ping-pong through futures; round trips/s.
@@ -265,7 +265,7 @@ def future_pingpong(loop, n):
     return loop.run_until_complete(pinger())
 
 
-@case("gather_tasks", n=100_000, quick_n=25_000,
+@case("gather_tasks", n=50_000, quick_n=25_000,
       metrics=[Metric("seconds", "s", higher_is_better=False)],
       cost=True, cost_n=(2000, 15000), cost_unit="task")
 def gather_tasks(loop, n):
@@ -301,7 +301,7 @@ def _overshoot(samples):
     return {"median_ms": median * 1e3, "p99_ms": p99 * 1e3}
 
 
-@case("timer_overshoot_sleep", n=500, quick_n=200,
+@case("timer_overshoot_sleep", n=300, quick_n=200,
       metrics=OVERSHOOT_METRICS,
       targets=[max_target(0.1, metric="median_ms")],
       cost=True, cost_n=(50, 250), cost_unit="sleep")
@@ -320,7 +320,7 @@ def timer_overshoot_sleep(loop, n):
     return loop.run_until_complete(main())
 
 
-@case("timer_overshoot_call_later", n=500, quick_n=200,
+@case("timer_overshoot_call_later", n=300, quick_n=200,
       metrics=OVERSHOOT_METRICS,
       targets=[max_target(0.1, metric="median_ms")],
       cost=True, cost_n=(50, 250), cost_unit="timer")

@@ -201,7 +201,7 @@ def _register_echo(style, size_name, conns):
     fn.__doc__ = ("%s echo, %s B messages, %d connection%s, "
                   "request/response." % (style, size, conns,
                                          "" if conns == 1 else "s"))
-    case(name, n=1000, quick_n=500,
+    case(name, n=500, quick_n=300,
          metrics=[RPS, P50, P99, CPU_PER_REQ], targets=targets,
          warmup=False, available=_need_cc, timeout=45,
          floor=floor, floor_key=("echo", size, conns),

@@ -180,7 +180,7 @@ def _register_echo(size_name, size, conns):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = ("TLS Protocol echo, %d B messages, %d connections, "
                   "request/response (Python ssl client)." % (size, conns))
-    case(name, n=1000, quick_n=1000,
+    case(name, n=500, quick_n=300,
          metrics=[RPS, P50, P99, CPU_PER_REQ],
          targets=[ratio_target("uvloop", 1.2, metric="rps")],
          warmup=False, available=_need_certs, timeout=60,
@@ -192,7 +192,7 @@ _register_echo("1k", 1024, 10)
 _register_echo("100k", 100 * 1024, 10)
 
 
-@case("tls_bulk_100m", n=50, quick_n=50,
+@case("tls_bulk_100m", n=30, quick_n=20,
       metrics=[Metric("up_mibs", "MiB/s", label="upload MiB/s"),
                Metric("down_mibs", "MiB/s", label="download MiB/s"),
                Metric("up_cpu_ms", "ms", higher_is_better=False,

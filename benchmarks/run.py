@@ -481,14 +481,26 @@ def run_costs(results, loops, args, tool_info):
     lock = threading.Lock()
     done = [0]
 
+    unsupported = set()
+
     def one(job):
         res, lp, kind, n = job
-        rec = costmod.run_job(kind, tool_info, args.python, res["case_obj"],
-                              lp, n, env)
+        key = (res["case_obj"].name, lp)
+        if key in unsupported:
+            rec = {"kind": kind, "n": n, "ok": False, "unsupported": True,
+                   "error": "not supported by %s (see the other runs)" % lp}
+        else:
+            rec = costmod.run_job(kind, tool_info, args.python,
+                                  res["case_obj"], lp, n, env)
+            if "NotImplementedError" in (rec.get("error") or ""):
+                rec["unsupported"] = True
+                unsupported.add(key)
         with lock:
             res["cost"]["loops"][lp]["runs"].append(rec)
             done[0] += 1
-            if not rec["ok"]:
+            if rec.get("unsupported"):
+                pass
+            elif not rec["ok"]:
                 log("  [cost %d/%d] %s %s %s n=%d: FAILED: %s"
                     % (done[0], len(jobs), res["case_obj"].name, lp,
                        kind, n, rec.get("error")))
@@ -548,11 +560,19 @@ def cost_target(case, per):
             "text": "ok" if not misses else "MISS (%s)" % ", ".join(misses)}
 
 
+def _cost_missing(d):
+    if not d.get("runs"):
+        return "n/a"
+    if any(r.get("unsupported") for r in d["runs"]):
+        return "unsup"
+    return "ERR"
+
+
 def fmt_ir(d):
     if d is None:
         return "n/a"
     if d.get("ir_per_op") is None:
-        return "n/a" if not d.get("runs") else "ERR"
+        return _cost_missing(d)
     return "{:,.0f}".format(d["ir_per_op"])
 
 
@@ -560,7 +580,7 @@ def fmt_sys(d):
     if d is None:
         return "n/a"
     if d.get("sys_per_op") is None:
-        return "n/a" if not d.get("runs") else "ERR"
+        return _cost_missing(d)
     return "%.2f" % d["sys_per_op"]
 
 
@@ -615,11 +635,19 @@ def cost_footer(results, tool_info):
     if nocost:
         lines.append("No cost (n/a): %s." % "; ".join(
             "%s (%s)" % nc for nc in nocost))
+    unsup = sorted({"%s on %s" % (r["case_obj"].name, lp) for r in results
+                    for lp, d in ((r.get("cost") or {}).get("loops")
+                                  or {}).items()
+                    if any(x.get("unsupported") for x in d.get("runs", []))})
+    if unsup:
+        lines.append("unsup = the loop raises NotImplementedError: %s."
+                     % ", ".join(unsup))
     errs = []
     for r in results:
         for lp, d in ((r.get("cost") or {}).get("loops") or {}).items():
             for kind in ("ir", "sys"):
-                if d.get(kind + "_error") and d.get("runs"):
+                if d.get(kind + "_error") and d.get("runs") and not any(
+                        r.get("unsupported") for r in d["runs"]):
                     errs.append("%s %s %s: %s" % (r["case_obj"].name, lp,
                                                   kind, d[kind + "_error"]))
     for e in errs:
@@ -651,8 +679,8 @@ def compare(new_doc, old_doc):
                                      m["higher_is_better"], m["label"])
             loops = list(dict.fromkeys(s["loop"] for s in c["samples"]))
             for lp in loops:
-                new, old = _values(c, m["name"], lp), _values(o, m["name"],
-                                                               lp)
+                new = _values(c, m["name"], lp)
+                old = _values(o, m["name"], lp)
                 if not new or not old:
                     continue
                 nm, om = statistics.median(new), statistics.median(old)
