@@ -8,7 +8,11 @@ did) four times:
 * under ``valgrind --tool=cachegrind --cache-sim=no`` at ``n_lo`` and
   ``n_hi``: the ``I refs`` summary line of the worker's pid (valgrind does
   not trace child processes, so a load generator the worker starts is not
-  counted);
+  counted).  Both sizes come from one valgrind run (``--cost-n-lo``): the
+  worker forks after its imports, the child runs ``n_hi`` and exits, then
+  the parent runs ``n_lo``; each has its own summary and both counts
+  include everything before the fork, so the start-up (most of a
+  valgrind run's time) is paid once;
 * under ``perf record -e raw_syscalls:sys_enter`` at ``n_lo`` and ``n_hi``:
   ``perf script -F pid`` lists one line per syscall entry; only the
   worker's pid is counted (all its threads, not its child processes).
@@ -97,9 +101,12 @@ def cost_env(base_env):
     return env
 
 
-def _worker_cmd(python, case, loop, n):
-    return [python, "-m", "benchmarks._worker", "--case", case, "--loop",
-            loop, "--n", str(n), "--cost"]
+def _worker_cmd(python, case, loop, n, n_lo=None):
+    cmd = [python, "-m", "benchmarks._worker", "--case", case, "--loop",
+           loop, "--n", str(n), "--cost"]
+    if n_lo is not None:
+        cmd += ["--cost-n-lo", str(n_lo)]
+    return cmd
 
 
 def _run(cmd, env, timeout):
@@ -143,10 +150,26 @@ def count_ir(tool, python, case, loop, n, env, timeout=TIMEOUT):
            "--cachegrind-out-file=/dev/null"] + _worker_cmd(python, case,
                                                             loop, n)
     result, err = _run(cmd, env, timeout)
-    pid = str(result["pid"])
+    return _irefs(err, result["pid"]), result["cost_ops"]
+
+
+def count_ir_pair(tool, python, case, loop, n_lo, n_hi, env,
+                  timeout=TIMEOUT):
+    """((Ir, ops) at n_lo, (Ir, ops) at n_hi) from one valgrind run in
+    the worker's pair mode (it forks after its imports: the child runs
+    n_hi, then the parent n_lo; each process has its own summary)."""
+    cmd = [tool, "--tool=cachegrind", "--cache-sim=no",
+           "--cachegrind-out-file=/dev/null"] + _worker_cmd(
+               python, case, loop, n_hi, n_lo)
+    result, err = _run(cmd, env, timeout)
+    return ((_irefs(err, result["pid"]), result["cost_ops"]),
+            (_irefs(err, result["pid_hi"]), result["cost_ops_hi"]))
+
+
+def _irefs(err, pid):
     for m in _IREFS.finditer(err):
-        if m.group(1) == pid:
-            return int(m.group(2).replace(",", "")), result["cost_ops"]
+        if m.group(1) == str(pid):
+            return int(m.group(2).replace(",", ""))
     raise RuntimeError("no 'I refs' line for pid %s in valgrind's output"
                        % pid)
 
@@ -203,32 +226,41 @@ def _strace_count(lines, pid):
 
 
 def jobs_for(case, loop, tool_info):
-    """The cost runs for (case, loop): [(kind, n)]."""
+    """The cost runs for (case, loop): [(kind, n)]; ("ir", (lo, hi)) is
+    one valgrind run in pair mode."""
     out = []
-    for kind in ("ir", "sys"):
-        if tool_info[kind]:
-            for n in case.cost_n:
-                out.append((kind, n))
+    if tool_info["ir"]:
+        out.append(("ir", tuple(case.cost_n)))
+    if tool_info["sys"]:
+        for n in case.cost_n:
+            out.append(("sys", n))
     return out
 
 
 def run_job(kind, tool_info, python, case, loop, n, env):
-    """One cost run; returns a dict (never raises)."""
+    """One cost run; returns a list of records, one per size (never
+    raises)."""
     t0 = time.perf_counter()
-    rec = {"kind": kind, "n": n, "ok": False}
+    sizes = list(n) if isinstance(n, tuple) else [n]
+    recs = [{"kind": kind, "n": k, "ok": False} for k in sizes]
     try:
         if kind == "ir":
-            count, ops = count_ir(tool_info["ir"], python, case.name, loop,
-                                  n, env)
+            (c_lo, o_lo), (c_hi, o_hi) = count_ir_pair(
+                tool_info["ir"], python, case.name, loop, sizes[0],
+                sizes[1], env)
+            recs[0].update(ok=True, count=c_lo, ops=o_lo, pair=True)
+            recs[1].update(ok=True, count=c_hi, ops=o_hi, pair=True)
         else:
             count, ops = count_sys(tool_info["sys"], python, case.name, loop,
                                    n, env)
-            rec["tool"] = tool_info["sys"][0]
-        rec.update(ok=True, count=count, ops=ops)
+            recs[0].update(ok=True, count=count, ops=ops,
+                           tool=tool_info["sys"][0])
     except Exception as exc:
-        rec["error"] = "%s: %s" % (type(exc).__name__, exc)
-    rec["seconds"] = time.perf_counter() - t0
-    return rec
+        for rec in recs:
+            rec["error"] = "%s: %s" % (type(exc).__name__, exc)
+    for rec in recs:
+        rec["seconds"] = time.perf_counter() - t0
+    return recs
 
 
 def per_op(records, kind):

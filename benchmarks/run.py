@@ -486,29 +486,35 @@ def run_costs(results, loops, args, tool_info):
     def one(job):
         res, lp, kind, n = job
         key = (res["case_obj"].name, lp)
+        sizes = list(n) if isinstance(n, tuple) else [n]
         if key in unsupported:
-            rec = {"kind": kind, "n": n, "ok": False, "unsupported": True,
-                   "error": "not supported by %s (see the other runs)" % lp}
+            recs = [{"kind": kind, "n": k, "ok": False, "unsupported": True,
+                     "error": "not supported by %s (see the other runs)"
+                     % lp} for k in sizes]
         else:
-            rec = costmod.run_job(kind, tool_info, args.python,
-                                  res["case_obj"], lp, n, env)
-            if "NotImplementedError" in (rec.get("error") or ""):
-                rec["unsupported"] = True
+            recs = costmod.run_job(kind, tool_info, args.python,
+                                   res["case_obj"], lp, n, env)
+            if "NotImplementedError" in (recs[0].get("error") or ""):
+                for rec in recs:
+                    rec["unsupported"] = True
                 unsupported.add(key)
         with lock:
-            res["cost"]["loops"][lp]["runs"].append(rec)
+            res["cost"]["loops"][lp]["runs"].extend(recs)
             done[0] += 1
+            rec = recs[0]
+            sz = "/".join(str(k) for k in sizes)
             if rec.get("unsupported"):
                 pass
             elif not rec["ok"]:
-                log("  [cost %d/%d] %s %s %s n=%d: FAILED: %s"
+                log("  [cost %d/%d] %s %s %s n=%s: FAILED: %s"
                     % (done[0], len(jobs), res["case_obj"].name, lp,
-                       kind, n, rec.get("error")))
+                       kind, sz, rec.get("error")))
             elif args.verbose:
-                log("  [cost %d/%d] %s %s %s n=%d: %d in %.1fs"
+                log("  [cost %d/%d] %s %s %s n=%s: %s in %.1fs"
                     % (done[0], len(jobs), res["case_obj"].name, lp,
-                       kind, n, rec["count"], rec["seconds"]))
-        return rec
+                       kind, sz, "/".join(str(r["count"]) for r in recs),
+                       rec["seconds"]))
+        return recs
 
     ex = concurrent.futures.ThreadPoolExecutor(COST_JOBS)
     try:
@@ -581,7 +587,7 @@ def fmt_sys(d):
         return "n/a"
     if d.get("sys_per_op") is None:
         return _cost_missing(d)
-    return "%.2f" % d["sys_per_op"]
+    return "%.2f" % (round(d["sys_per_op"], 2) + 0.0)   # no "-0.00"
 
 
 def build_cost_table(results, loops):
