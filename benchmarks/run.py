@@ -623,8 +623,9 @@ def cost_footer(results, tool_info):
         "Costs: Ir/op = user-space instructions per op (valgrind "
         "cachegrind, whole worker process, child processes such as the "
         "load generator not counted); sys/op = syscalls per op of the "
-        "worker process and its threads (%s). Both from two runs without "
-        "warm-up: (count(n_hi) - count(n_lo)) / (ops(n_hi) - ops(n_lo))."
+        "worker process and its threads (%s). Both from runs at two sizes "
+        "without warm-up: (count(n_hi) - count(n_lo)) / (ops(n_hi) - "
+        "ops(n_lo))."
         % (tool_info["sys"][0] + " raw_syscalls:sys_enter"
            if tool_info["sys"] and tool_info["sys"][0] == "perf"
            else "strace -f" if tool_info["sys"] else "not measured"),
