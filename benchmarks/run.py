@@ -290,8 +290,9 @@ def bootstrap_median(values, seed=1):
 
 
 def bootstrap_median_ratio(new, old, seed=1):
-    """95% interval of median(new) / median(old), unpaired bootstrap."""
-    if len(new) < 2 or len(old) < 2:
+    """95% interval of median(new) / median(old), unpaired bootstrap
+    (None with fewer than 3 rounds on either side)."""
+    if len(new) < 3 or len(old) < 3:
         return None
     rng = random.Random(seed)
     stats = []
