@@ -838,6 +838,11 @@ def main(argv=None):
                 extra.append("C floor")
             if c.unit_note:
                 extra.append(c.unit_note)
+            if c.has_cost:
+                extra.append("cost per %s at n=%d/%d" % (
+                    c.cost_unit, c.cost_n[0], c.cost_n[1]))
+            else:
+                extra.append("no cost: %s" % (c.cost_why or "not defined"))
             print("%-28s %-6s n=%-7d quick_n=%-6d %s%s"
                   % (c.name, c.group, c.n, c.quick_n, c.description,
                      " [%s]" % ", ".join(extra) if extra else ""))
