@@ -1,7 +1,8 @@
 # evpy: build, test and benchmark entry points.
 #
-#   make bench   install evpy (+ uvloop, httptools; wrk from Debian) in a venv
-#                and print the benchmark table (BENCH_ARGS=--quick for a short run)
+#   make bench   install evpy (+ uvloop, httptools; wrk, valgrind, linux-perf,
+#                strace from Debian) in a venv and print the benchmark tables
+#                (BENCH_ARGS=--quick for a short run, --no-cost without costs)
 #   make test    install evpy on CPython 3.11, 3.12 and 3.13 and run every test:
 #                pytest on each, again with the poll backend forced, again on
 #                an ASan+UBSan build, and CPython's asyncio suite (conformance)
@@ -25,6 +26,9 @@ test:
 bench:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 	    || echo "note: could not install wrk (apt-get); the HTTP row will be skipped"
+	@{ command -v valgrind && command -v perf && command -v strace; } >/dev/null \
+	    || { apt-get update -qq && apt-get install -y -qq valgrind linux-perf strace; } \
+	    || echo "note: could not install valgrind/linux-perf/strace (apt-get); the cost columns will say so"
 	bash .ci/venv.sh $(BENCHPY) $(VENVS)/bench '.[bench]'
 	$(VENVS)/bench/bin/python -m benchmarks $(BENCH_ARGS)
 

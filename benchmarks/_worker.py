@@ -3,6 +3,12 @@
     python -m benchmarks._worker --case call_soon_chain --loop uvloop --n 1000
     python -m benchmarks._worker --probe evpy
     python -m benchmarks._worker --case echo_protocol_1k_c10 --loop c --n 2000
+    python -m benchmarks._worker --case call_soon_chain --loop evpy --n 1000 \
+        --cost
+
+``--cost`` runs the case's cost function (see registry.case) once, with no
+warm-up, and reports the number of ops it did; the runner runs that under
+valgrind and perf (benchmarks/cost.py).
 
 ``--loop c`` runs the case's C floor (a plain C server under the same
 client) instead of a Python event loop.
@@ -124,6 +130,120 @@ def probe(loop_name):
     return 0
 
 
+def _cost_once(spec, loop_name, n):
+    """Run the case (or its cost function) once with ``n``, no warm-up, on
+    a fresh loop; returns the number of ops done."""
+    from benchmarks import loops
+    loop = loops.new_loop(loop_name)
+    asyncio.set_event_loop(loop)
+    try:
+        if spec.cost is True:
+            spec.fn(loop, n)
+            return float(n)
+        return float(spec.cost(loop, n)["cost_ops"])
+    finally:
+        try:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+        except Exception:
+            pass
+        asyncio.set_event_loop(None)
+
+
+def run_cost(case_name, loop_name, n, n_lo=None):
+    """Cost mode: run the case (or its cost function) once with ``n`` and
+    no warm-up; report how many ops it did (``cost_ops``).  The runner
+    runs this under valgrind / perf at two sizes and divides the difference
+    in instructions / syscalls by the difference in ops.
+
+    With ``n_lo`` (the valgrind pair mode) the process forks once the
+    modules are imported: the child runs ``n``, the parent waits for it,
+    then runs ``n_lo``.  Each process gets its own valgrind summary (the
+    child's counts include what was done before the fork, like the
+    parent's), so one valgrind start-up serves both sizes.  The result has
+    ``pid``/``cost_ops`` for ``n_lo`` and ``pid_hi``/``cost_ops_hi``.
+    """
+    from benchmarks import loops, registry
+    out = {"ok": False, "case": case_name, "loop": loop_name, "n": n,
+           "pid": os.getpid(), "cost": True}
+    try:
+        spec = registry.get(case_name)
+        if not spec.has_cost:
+            raise KeyError(case_name)
+    except KeyError:
+        out["error"] = "case %r has no cost" % case_name
+        emit(out)
+        return 2
+    try:
+        loops.describe(loop_name)          # imports the loop's package
+    except loops.LoopUnavailable as exc:
+        out["error"] = str(exc)
+        emit(out)
+        return 2
+    except Exception:
+        pass
+    try:
+        if n_lo is None:
+            out["cost_ops"] = _cost_once(spec, loop_name, n)
+        else:
+            out.update(n=n_lo, n_hi=n)
+            hi = _cost_in_child(spec, loop_name, n)
+            if not hi.get("ok"):
+                raise RuntimeError("n=%d: %s" % (n, hi.get("error")))
+            out["pid_hi"], out["cost_ops_hi"] = hi["pid"], hi["cost_ops"]
+            out["cost_ops"] = _cost_once(spec, loop_name, n_lo)
+        out["ok"] = True
+    except BaseException as exc:
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+        out["traceback"] = traceback.format_exc()
+    emit(out)
+    code = 0 if out["ok"] else 1
+    if n_lo is not None:
+        # The child ended with os._exit(): skip the interpreter's
+        # finalization here too, or only this count would include it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _cost_in_child(spec, loop_name, n):
+    """Fork; the child runs ``n`` and reports through a pipe."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        res = {"pid": os.getpid(), "ok": False}
+        code = 1
+        try:
+            res["cost_ops"] = _cost_once(spec, loop_name, n)
+            res["ok"] = True
+            code = 0
+        except BaseException as exc:
+            res["error"] = "%s: %s" % (type(exc).__name__, exc)
+        try:
+            os.write(w, json.dumps(res).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks) or b"{}")
+    except ValueError:
+        return {"ok": False, "error": "child gave no result"}
+
+
 def run_case(case_name, loop_name, n, warmup_n):
     from benchmarks import loops, registry
     out = {"ok": False, "case": case_name, "loop": loop_name, "n": n,
@@ -192,12 +312,19 @@ def main(argv=None):
     ap.add_argument("--loop")
     ap.add_argument("--n", type=int)
     ap.add_argument("--warmup-n", type=int, default=0)
+    ap.add_argument("--cost", action="store_true",
+                    help="cost mode: no warm-up, report the op count")
+    ap.add_argument("--cost-n-lo", type=int, default=None,
+                    help="cost mode: fork, run --n in the child and this "
+                    "in the parent (one valgrind start-up for both)")
     args = ap.parse_args(argv)
     arrange_sys_path()
     if args.probe:
         return probe(args.probe)
     if not (args.case and args.loop and args.n):
         ap.error("--case, --loop and --n are required (or --probe)")
+    if args.cost:
+        return run_cost(args.case, args.loop, args.n, args.cost_n_lo)
     if args.loop == "c":
         return run_floor(args.case, args.n)
     return run_case(args.case, args.loop, args.n, args.warmup_n)

@@ -28,6 +28,7 @@ from benchmarks.registry import Metric, case, ratio_target
 
 WARMUP_S = 0.5
 FLOOR = "c"
+COST_SECONDS = 240
 RECV_SIZE = 65536
 
 DGRAMS = Metric("rps", "dgram/s")
@@ -108,13 +109,19 @@ STARTERS = {"protocol": start_protocol, "sock": start_sock}
 
 # -- plumbing ----------------------------------------------------------------
 
-def _loadgen_cmd(port, size, outstanding, duration, cpu, server_pid):
+def _loadgen_cmd(port, size, outstanding, duration, cpu, server_pid,
+                 warmup=WARMUP_S, messages=None):
     cmd = [netutil.tool_path("udp_loadgen"), "--host", netutil.HOST,
            "--port", str(port), "--outstanding", str(outstanding),
-           "--size", str(size), "--warmup", repr(WARMUP_S),
+           "--size", str(size), "--warmup", repr(float(warmup)),
            "--duration", repr(float(duration)),
-           "--server-pid", str(server_pid),
-           "--max-seconds", str(int(WARMUP_S + duration + 15))]
+           "--max-seconds", str(int(warmup + duration + 15))]
+    if server_pid:
+        cmd += ["--server-pid", str(server_pid)]
+    if messages:
+        # Count exactly: no resends (a lost datagram would add server work
+        # in one cost run only).
+        cmd += ["--messages", str(int(messages)), "--resend-ms", "10000"]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     return cmd
@@ -133,10 +140,7 @@ def _metrics(res):
     return out
 
 
-def _on_loop(loop, style, size, outstanding, n):
-    duration = n / 1000.0
-    client_cpu, server_cpu = netutil.cpus()
-    netutil.pin_self(server_cpu)
+def _start_server(loop, style):
     try:
         port, close = loop.run_until_complete(STARTERS[style](loop))
     except NotImplementedError as exc:
@@ -145,6 +149,14 @@ def _on_loop(loop, style, size, outstanding, n):
             % (STYLE_API[style], type(loop).__module__,
                type(loop).__qualname__,
                " (%s)" % exc if str(exc) else "")) from None
+    return port, close
+
+
+def _on_loop(loop, style, size, outstanding, n):
+    duration = n / 1000.0
+    client_cpu, server_cpu = netutil.cpus()
+    netutil.pin_self(server_cpu)
+    port, close = _start_server(loop, style)
     try:
         proc = netutil.spawn(_loadgen_cmd(port, size, outstanding, duration,
                                           client_cpu, os.getpid()))
@@ -157,6 +169,28 @@ def _on_loop(loop, style, size, outstanding, n):
         except Exception:
             pass
     return _metrics(netutil.parse_json_line(out, err, "udp_loadgen"))
+
+
+def _cost(loop, style, size, outstanding, n):
+    """Cost run: udp_loadgen stops after n echoes (no warm-up, no pinning,
+    no resends); ops = echoes."""
+    port, close = _start_server(loop, style)
+    try:
+        proc = netutil.spawn(_loadgen_cmd(port, size, outstanding,
+                                          COST_SECONDS, None, None,
+                                          warmup=0, messages=n))
+        out, err = netutil.wait_exit_on_loop(loop, proc,
+                                             timeout=COST_SECONDS + 5)
+    finally:
+        close()
+        try:
+            loop.run_until_complete(asyncio.sleep(0.02))
+        except Exception:
+            pass
+    res = netutil.parse_json_line(out, err, "udp_loadgen")
+    if not res.get("ok") or res["messages"] != n or res["lost"]:
+        raise RuntimeError("udp_loadgen: %s" % (res.get("error") or res))
+    return {"cost_ops": res["messages"]}
 
 
 def _floor(size, outstanding, n):
@@ -195,16 +229,20 @@ def _register(style, size_name, outstanding):
     def floor(n):
         return _floor(size, outstanding, n)
 
+    def cost(loop, n):
+        return _cost(loop, style, size, outstanding, n)
+
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = ("UDP echo (%s), %d B datagrams, %d outstanding; dgram/s."
                   % (STYLE_API[style], size, outstanding))
-    case(name, n=1000, quick_n=1000,
+    case(name, n=500, quick_n=300,
          metrics=[DGRAMS, P50, P99, CPU_PER_DGRAM],
          targets=[ratio_target("uvloop", 1.0, metric="rps")],
          warmup=False, available=_need_cc, timeout=40,
          floor=floor, floor_key=("udp", size, outstanding),
          full_only=(style, size_name, outstanding) not in DEFAULT,
-         rounds=3, unit_note="n = measured ms")(fn)
+         unit_note="n = measured ms", cost=cost, cost_n=(1000, 6000),
+         cost_unit="dgram")(fn)
 
 
 def _order():

@@ -20,8 +20,9 @@ def _elapsed_ops(n, t0):
 
 # -- callbacks ---------------------------------------------------------------
 
-@case("call_soon_chain", n=200_000, quick_n=50_000,
-      targets=[ratio_target("uvloop", 1.4)])
+@case("call_soon_chain", n=100_000, quick_n=50_000,
+      targets=[ratio_target("uvloop", 1.4)],
+      cost=True, cost_n=(5000, 50000), cost_unit="callback")
 def call_soon_chain(loop, n):
     """Each callback schedules the next with call_soon; ops/s."""
     remaining = n
@@ -44,7 +45,8 @@ def call_soon_chain(loop, n):
     return res
 
 
-@case("call_soon_burst", n=200_000, quick_n=50_000)
+@case("call_soon_burst", n=100_000, quick_n=50_000,
+      cost=True, cost_n=(5000, 50000), cost_unit="callback")
 def call_soon_burst(loop, n):
     """Schedule n call_soon callbacks up front, then run them all; ops/s."""
     count = 0
@@ -66,8 +68,9 @@ def call_soon_burst(loop, n):
 
 # -- timers ------------------------------------------------------------------
 
-@case("call_later_fire", n=100_000, quick_n=25_000,
-      targets=[ratio_target("uvloop", 1.7)])
+@case("call_later_fire", n=50_000, quick_n=25_000,
+      targets=[ratio_target("uvloop", 1.7)],
+      cost=True, cost_n=(2000, 20000), cost_unit="timer")
 def call_later_fire(loop, n):
     """n call_later timers, random distinct delays in [0, 10 ms); ops/s.
 
@@ -100,8 +103,9 @@ def call_later_fire(loop, n):
     return res
 
 
-@case("call_later_cancel", n=200_000, quick_n=50_000,
-      targets=[ratio_target("uvloop", 1.7)])
+@case("call_later_cancel", n=100_000, quick_n=50_000,
+      targets=[ratio_target("uvloop", 1.7)],
+      cost=True, cost_n=(5000, 50000), cost_unit="timer")
 def call_later_cancel(loop, n):
     """n x (call_later(10, cb) then cancel()), plus one loop pass; ops/s."""
     fired = 0
@@ -128,8 +132,9 @@ def call_later_cancel(loop, n):
 
 # -- threads -----------------------------------------------------------------
 
-@case("call_soon_threadsafe", n=100_000, quick_n=25_000,
-      targets=[ratio_target("uvloop", 1.0)])
+@case("call_soon_threadsafe", n=50_000, quick_n=25_000,
+      targets=[ratio_target("uvloop", 1.0)],
+      cost=True, cost_n=(5000, 30000), cost_unit="callback")
 def call_soon_threadsafe(loop, n):
     """A worker thread posts n call_soon_threadsafe callbacks; ops/s.
 
@@ -164,7 +169,8 @@ def call_soon_threadsafe(loop, n):
     return res
 
 
-@case("run_in_executor", n=5_000, quick_n=1_500)
+@case("run_in_executor", n=3_000, quick_n=1_500,
+      cost=True, cost_n=(200, 1000), cost_unit="call")
 def run_in_executor(loop, n):
     """n sequential run_in_executor(None, f) round trips; ops/s."""
 
@@ -186,7 +192,8 @@ def run_in_executor(loop, n):
 
 # -- futures and tasks -------------------------------------------------------
 
-@case("future_roundtrip", n=100_000, quick_n=25_000)
+@case("future_roundtrip", n=50_000, quick_n=25_000,
+      cost=True, cost_n=(2000, 15000), cost_unit="future")
 def future_roundtrip(loop, n):
     """In a coroutine: create_future(), set_result(), await it; ops/s."""
 
@@ -202,8 +209,9 @@ def future_roundtrip(loop, n):
     return loop.run_until_complete(main())
 
 
-@case("sleep0_chain", n=200_000, quick_n=50_000,
-      targets=[ratio_target("uvloop", 1.2)])
+@case("sleep0_chain", n=100_000, quick_n=50_000,
+      targets=[ratio_target("uvloop", 1.2)],
+      cost=True, cost_n=(5000, 30000), cost_unit="sleep")
 def sleep0_chain(loop, n):
     """One task awaiting asyncio.sleep(0) n times; ops/s."""
 
@@ -217,7 +225,8 @@ def sleep0_chain(loop, n):
     return loop.run_until_complete(main())
 
 
-@case("future_pingpong", n=100_000, quick_n=25_000)
+@case("future_pingpong", n=50_000, quick_n=25_000,
+      cost=True, cost_n=(2000, 10000), cost_unit="round trip")
 def future_pingpong(loop, n):
     """Two tasks ping-pong through futures; round trips/s.
 
@@ -256,8 +265,9 @@ def future_pingpong(loop, n):
     return loop.run_until_complete(pinger())
 
 
-@case("gather_tasks", n=100_000, quick_n=25_000,
-      metrics=[Metric("seconds", "s", higher_is_better=False)])
+@case("gather_tasks", n=50_000, quick_n=25_000,
+      metrics=[Metric("seconds", "s", higher_is_better=False)],
+      cost=True, cost_n=(2000, 15000), cost_unit="task")
 def gather_tasks(loop, n):
     """create_task() n trivial coroutines, then gather() them; seconds."""
 
@@ -291,9 +301,10 @@ def _overshoot(samples):
     return {"median_ms": median * 1e3, "p99_ms": p99 * 1e3}
 
 
-@case("timer_overshoot_sleep", n=500, quick_n=200,
+@case("timer_overshoot_sleep", n=300, quick_n=200,
       metrics=OVERSHOOT_METRICS,
-      targets=[max_target(0.1, metric="median_ms")])
+      targets=[max_target(0.1, metric="median_ms")],
+      cost=True, cost_n=(50, 250), cost_unit="sleep")
 def timer_overshoot_sleep(loop, n):
     """n sequential asyncio.sleep(0.001): actual - requested; ms."""
 
@@ -309,9 +320,10 @@ def timer_overshoot_sleep(loop, n):
     return loop.run_until_complete(main())
 
 
-@case("timer_overshoot_call_later", n=500, quick_n=200,
+@case("timer_overshoot_call_later", n=300, quick_n=200,
       metrics=OVERSHOOT_METRICS,
-      targets=[max_target(0.1, metric="median_ms")])
+      targets=[max_target(0.1, metric="median_ms")],
+      cost=True, cost_n=(50, 250), cost_unit="timer")
 def timer_overshoot_call_later(loop, n):
     """Chain of n loop.call_later(0.001): actual - requested; ms."""
     samples = []

@@ -25,6 +25,7 @@ import asyncio
 import importlib.util
 import os
 import shutil
+import time
 
 from benchmarks import netutil
 from benchmarks.registry import (Metric, case, max_target, ratio_target)
@@ -32,6 +33,7 @@ from benchmarks.servers import ECHO_STYLES, start_http, start_protocol
 
 WARMUP_S = 0.5
 FLOOR = "c"
+COST_SECONDS = 240          # limit for one cost run's load generator
 
 RPS = Metric("rps", "req/s")
 P50 = Metric("p50_us", "us", higher_is_better=False, label="p50 us")
@@ -132,6 +134,26 @@ def _echo_on_loop(loop, style, size, conns, n):
     return _echo_metrics(netutil.parse_json_line(out, err, "loadgen"))
 
 
+def _echo_cost(loop, style, size, conns, n):
+    """Cost run: the same server, loadgen stops after ``n`` responses (no
+    warm-up, unpinned); ops = responses.  Requests still in flight when it
+    stops are the same in both cost runs and cancel out."""
+    _server_process_setup(conns + 64)
+    running = _start(loop, ECHO_STYLES[style], STYLE_API[style])
+    try:
+        proc = netutil.spawn(netutil.loadgen_cmd(
+            running.port, conns=conns, size=size, warmup=0,
+            duration=COST_SECONDS, messages=n, max_seconds=COST_SECONDS + 10))
+        out, err = netutil.wait_exit_on_loop(loop, proc,
+                                             timeout=COST_SECONDS + 5)
+    finally:
+        _settle(loop, running)
+    res = netutil.parse_json_line(out, err, "loadgen")
+    if not res.get("ok") or res["messages"] != n:
+        raise RuntimeError("loadgen: %s" % (res.get("error") or res))
+    return {"cost_ops": res["messages"]}
+
+
 def _echo_floor(size, conns, n):
     duration = n / 1000.0
     client_cpu, server_cpu = netutil.cpus()
@@ -172,16 +194,21 @@ def _register_echo(style, size_name, conns):
     def floor(n):
         return _echo_floor(size, conns, n)
 
+    def cost(loop, n):
+        return _echo_cost(loop, style, size, conns, n)
+
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = ("%s echo, %s B messages, %d connection%s, "
                   "request/response." % (style, size, conns,
                                          "" if conns == 1 else "s"))
-    case(name, n=2000, quick_n=1000,
+    case(name, n=500, quick_n=300,
          metrics=[RPS, P50, P99, CPU_PER_REQ], targets=targets,
          warmup=False, available=_need_cc, timeout=45,
          floor=floor, floor_key=("echo", size, conns),
          full_only=style not in DEFAULT_ECHO.get((size_name, conns), ()),
-         rounds=3, unit_note="n = measured ms")(fn)
+         unit_note="n = measured ms", cost=cost,
+         cost_n=(500, 3000) if size < 65536 else (100, 600),
+         cost_unit="req")(fn)
 
 
 def _echo_order():
@@ -224,11 +251,12 @@ def _run_wrk(loop, port, seconds, cpu):
     return res
 
 
-@case("http_keepalive_c100", n=2000, quick_n=1000,
+@case("http_keepalive_c100", n=1000, quick_n=1000,
       metrics=[RPS, CPU_PER_REQ, P99],
       targets=[ratio_target("uvloop", 1.2, metric="cpu_us")],
-      warmup=False, available=_need_wrk, timeout=60, rounds=3,
-      unit_note="n = measured ms (whole seconds for wrk)")
+      warmup=False, available=_need_wrk, timeout=60,
+      unit_note="n = measured ms (whole seconds for wrk)",
+      cost_why="wrk has no fixed request count")
 def http_keepalive_c100(loop, n):
     """HTTP/1.1 keep-alive (httptools) under wrk -t1 -c100; req/s, CPU/req."""
     import httptools  # noqa: F401  (fail early if it's missing)
@@ -270,10 +298,29 @@ def _idle_metrics(res):
             "wake_cpu_us": res["wake_cpu_s"] * 1e6 / n}
 
 
-def _idle_loadgen(port, n, client_cpu, server_pid):
+def _idle_loadgen(port, n, client_cpu, server_pid, duration=30):
     return netutil.spawn(netutil.loadgen_cmd(
-        port, mode="idle", conns=n, warmup=0, duration=30, cpu=client_cpu,
-        server_pid=server_pid, window=IDLE_WINDOW, max_seconds=60))
+        port, mode="idle", conns=n, warmup=0, duration=duration,
+        cpu=client_cpu, server_pid=server_pid, window=IDLE_WINDOW,
+        max_seconds=duration + 30))
+
+
+def _idle_cost(loop, n):
+    """Cost run: loadgen --mode idle with n connections (accept, 1-byte
+    echo, later one more 1-byte echo each, close); ops = connections."""
+    _server_process_setup(n + 64)
+    running = _start(loop, start_protocol, "loop.create_server")
+    try:
+        proc = _idle_loadgen(running.port, n, None, None,
+                             duration=COST_SECONDS)
+        out, err = netutil.wait_exit_on_loop(loop, proc,
+                                             timeout=COST_SECONDS + 40)
+    finally:
+        _settle(loop, running)
+    res = netutil.parse_json_line(out, err, "loadgen")
+    if not res.get("ok"):
+        raise RuntimeError("loadgen: %s" % (res.get("error") or res))
+    return {"cost_ops": res["conns"]}
 
 
 def _idle_floor(n):
@@ -306,8 +353,9 @@ def _idle_floor(n):
                       label="wake srv CPU us/conn")],
       targets=[max_target(1024, metric="rss_per_conn")],
       warmup=False, available=_need_cc, timeout=120,
-      floor=_idle_floor, floor_key=("idle",), rounds=2,
-      unit_note="n = connections")
+      floor=_idle_floor, floor_key=("idle",),
+      unit_note="n = connections", cost=_idle_cost, cost_n=(200, 1000),
+      cost_unit="conn")
 def idle_15k(loop, n):
     """n idle connections on a Protocol echo server: RSS/conn, accept, wake."""
     client_cpu, _ = _server_process_setup(n + 64)
@@ -318,3 +366,100 @@ def idle_15k(loop, n):
     finally:
         _settle(loop, running)
     return _idle_metrics(netutil.parse_json_line(out, err, "loadgen"))
+
+
+# -- connection set-up and tear-down -----------------------------------------
+
+CONN_RATE = Metric("rate", "conn/s")
+CONN_CPU = Metric("cpu_us", "us", higher_is_better=False,
+                  label="CPU us/conn")
+
+
+class _OneByteClient(asyncio.Protocol):
+    __slots__ = ("transport", "got", "lost")
+
+    def __init__(self, got, lost):
+        self.got = got
+        self.lost = lost
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if not self.got.done():
+            self.got.set_result(data)
+
+    def connection_lost(self, exc):
+        if not self.got.done():
+            self.got.set_exception(exc or ConnectionError("closed early"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+@case("connect_close", n=2000, quick_n=500,
+      metrics=[CONN_RATE, CONN_CPU],
+      targets=[ratio_target("uvloop", 1.0, metric="rate")],
+      available=_need_cc, timeout=60, unit_note="n = connections",
+      cost=True, cost_n=(200, 1000), cost_unit="conn")
+def connect_close(loop, n):
+    """Client side: n sequential create_connection + 1-byte echo + close."""
+    client_cpu, server_cpu = netutil.cpus()
+    netutil.pin_self(server_cpu)            # the loop under test
+    netutil.raise_nofile()
+    server, port = netutil.start_c_echo_server(cpu=client_cpu,
+                                               max_seconds=120)
+
+    async def main():
+        create_future = loop.create_future
+        create_connection = loop.create_connection
+        host = netutil.HOST
+        pid = os.getpid()
+        cpu0 = netutil.proc_cpu_s(pid)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            got, lost = create_future(), create_future()
+            transport, _ = await create_connection(
+                lambda: _OneByteClient(got, lost), host, port)
+            transport.write(b"x")
+            if await got != b"x":
+                raise RuntimeError("wrong echo")
+            transport.close()
+            await lost
+        wall = time.perf_counter() - t0
+        return {"rate": n / wall,
+                "cpu_us": (netutil.proc_cpu_s(pid) - cpu0) * 1e6 / n,
+                "server_busy": (netutil.proc_cpu_s(pid) - cpu0) / wall}
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        netutil.stop_process(server)
+
+
+@case("accept_close", n=2000, quick_n=500,
+      metrics=[CONN_RATE, Metric("cpu_us", "us", higher_is_better=False,
+                                 label="srv CPU us/conn")],
+      targets=[ratio_target("uvloop", 1.0, metric="cpu_us")],
+      available=_need_cc, timeout=60, unit_note="n = connections",
+      cost=True, cost_n=(200, 1000), cost_unit="conn")
+def accept_close(loop, n):
+    """Server side: a C client makes n sequential connections (connect,
+    1-byte echo, close) to a Protocol echo server."""
+    client_cpu, _ = _server_process_setup(64)
+    running = _start(loop, start_protocol, "loop.create_server")
+    try:
+        proc = netutil.spawn(netutil.loadgen_cmd(
+            running.port, mode="connect", conns=n, cpu=client_cpu,
+            server_pid=os.getpid(), max_seconds=120))
+        out, err = netutil.wait_exit_on_loop(loop, proc, timeout=110)
+    finally:
+        _settle(loop, running)
+    res = netutil.parse_json_line(out, err, "loadgen")
+    if not res.get("ok"):
+        raise RuntimeError("loadgen: %s" % (res.get("error") or res))
+    out = {"rate": res["rate"],
+           "client_busy": res["client_cpu_s"] / res["duration_s"]}
+    if res.get("server_cpu_s") is not None:
+        out["cpu_us"] = res["server_cpu_s"] * 1e6 / res["done"]
+        out["server_busy"] = res["server_cpu_s"] / res["duration_s"]
+    return out

@@ -119,9 +119,9 @@ async def _pipe_transfer(loop, total):
     return t1 - t0, cpu1 - cpu0
 
 
-@case("pipe_64k", n=1024, quick_n=256, metrics=[PIPE_RATE, PIPE_CPU],
+@case("pipe_64k", n=512, quick_n=256, metrics=[PIPE_RATE, PIPE_CPU],
       targets=[ratio_target("uvloop", 1.0, metric="mib_s")], timeout=60,
-      rounds=5, unit_note="n = MiB")
+      unit_note="n = MiB", cost=True, cost_n=(16, 64), cost_unit="MiB")
 def pipe_64k(loop, n):
     """os.pipe(), connect_write_pipe -> connect_read_pipe, 64 KiB writes."""
     _, server_cpu = netutil.cpus()
@@ -159,10 +159,10 @@ def _spawn_case(loop, n, make_one):
             "cpu_per_wall": cpu / wall}
 
 
-@case("spawn_true_c50", n=1000, quick_n=300, metrics=[PROCS, SPAWN_CPU],
+@case("spawn_true_c50", n=500, quick_n=300, metrics=[PROCS, SPAWN_CPU],
       targets=[ratio_target("uvloop", 1.0, metric="procs")],
-      available=_need("true"), timeout=120, rounds=3,
-      unit_note="n = processes")
+      available=_need("true"), timeout=120, unit_note="n = processes",
+      cost=True, cost_n=(20, 80), cost_unit="proc")
 def spawn_true_c50(loop, n):
     """n x create_subprocess_exec('true'), 50 at a time, wait(); proc/s."""
     true = shutil.which("true")
@@ -176,10 +176,10 @@ def spawn_true_c50(loop, n):
     return _spawn_case(loop, n, make_one)
 
 
-@case("spawn_echo_pipe_c50", n=1000, quick_n=300, metrics=[PROCS, SPAWN_CPU],
+@case("spawn_echo_pipe_c50", n=500, quick_n=300, metrics=[PROCS, SPAWN_CPU],
       targets=[ratio_target("uvloop", 1.0, metric="procs")],
-      available=_need("echo"), timeout=120, rounds=3,
-      unit_note="n = processes")
+      available=_need("echo"), timeout=120, unit_note="n = processes",
+      cost=True, cost_n=(20, 80), cost_unit="proc")
 def spawn_echo_pipe_c50(loop, n):
     """n x exec('echo', 'hi', stdout=PIPE), 50 at a time, communicate()."""
     echo = shutil.which("echo")

@@ -9,7 +9,7 @@
   (``PR_SET_PDEATHSIG``); ``wait_on_loop()`` runs an event loop until such a
   process has exited, polling it with ``call_later`` (no threads, no child
   watchers: only APIs every loop under test has).
-* ``proc_cpu_s(pid)`` / ``proc_rss(pid)`` read ``/proc``.
+* ``proc_cpu_s(pid)`` (schedstat, ns) / ``proc_rss(pid)`` read ``/proc``.
 
 Everything here talks only to 127.0.0.1 or Unix sockets.
 """
@@ -78,8 +78,11 @@ def build_all():
 def cpus():
     """(client_cpu, server_cpu); None for both if fewer than 2 CPUs.
 
-    Override with BENCH_CLIENT_CPU / BENCH_SERVER_CPU.
+    Override with BENCH_CLIENT_CPU / BENCH_SERVER_CPU; BENCH_NO_PIN=1 (set
+    for the cost runs, which may run two at a time) pins nothing.
     """
+    if os.environ.get("BENCH_NO_PIN"):
+        return None, None
     env_c = os.environ.get("BENCH_CLIENT_CPU")
     env_s = os.environ.get("BENCH_SERVER_CPU")
     if env_c is not None and env_s is not None:
@@ -111,7 +114,20 @@ def raise_nofile():
 # -- /proc -------------------------------------------------------------------
 
 def proc_cpu_s(pid):
-    """utime + stime of process ``pid`` in seconds (clock-tick resolution)."""
+    """CPU time of process ``pid`` in seconds: the sum of its threads' run
+    time from /proc/PID/task/*/schedstat (ns resolution), or utime + stime
+    from /proc/PID/stat (10 ms clock ticks) where schedstat is missing."""
+    try:
+        total = 0
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                continue                    # the thread exited
+        return total / 1e9
+    except OSError:
+        pass
     with open("/proc/%d/stat" % pid, "rb") as f:
         data = f.read()
     fields = data[data.rindex(b")") + 2:].split()
@@ -197,6 +213,44 @@ def wait_on_loop(loop, proc, timeout, interval=0.02):
     return proc.communicate()
 
 
+def wait_exit_on_loop(loop, proc, timeout):
+    """Run ``loop`` until ``proc`` writes its result to stdout, then reap it.
+
+    Unlike ``wait_on_loop`` this does not poll: one ``add_reader`` on the
+    process' stdout pipe (the C tools print their JSON line when done) and
+    one timer, so the loop's work doesn't grow with the run's duration
+    (what the cost runs need).  Returns the process' (stdout, stderr).
+    """
+    done = loop.create_future()
+    fd = proc.stdout.fileno()
+
+    def readable():
+        if not done.done():
+            done.set_result(None)
+
+    def expired():
+        if not done.done():
+            proc.kill()
+            done.set_exception(TimeoutError(
+                "%s did not finish within %gs" % (os.path.basename(
+                    proc.args[0]), timeout)))
+
+    loop.add_reader(fd, readable)
+    timer = loop.call_later(timeout, expired)
+    try:
+        loop.run_until_complete(done)
+    finally:
+        timer.cancel()
+        loop.remove_reader(fd)
+        if not done.done() and proc.poll() is None:
+            proc.kill()
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def parse_json_line(out, err, what):
     """The last line of ``out`` that parses as a JSON object."""
     for line in reversed((out or "").splitlines()):
@@ -212,10 +266,12 @@ def parse_json_line(out, err, what):
 
 def loadgen_cmd(port, *, mode="echo", conns, size=1, warmup=0.5,
                 duration=2.0, cpu=None, server_pid=None, window=None,
-                max_seconds=None, unix=None):
+                max_seconds=None, unix=None, messages=None):
     cmd = [tool_path("loadgen"), "--mode", mode, "--conns", str(conns),
            "--size", str(size), "--warmup", repr(float(warmup)),
            "--duration", repr(float(duration))]
+    if messages:
+        cmd += ["--messages", str(int(messages))]
     cmd += ["--unix", unix] if unix else ["--host", HOST, "--port", str(port)]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]

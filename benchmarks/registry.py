@@ -117,9 +117,21 @@ class Case:
     full_only: bool = False  # only with --full (or when named exactly)
     rounds: Optional[int] = None   # cap on rounds unless --rounds is given
     unit_note: str = ""       # what n means, for --list
+    # Deterministic cost per op (valgrind instructions, perf syscalls):
+    # True = run fn itself, n is already an op count; a function
+    # cost_fn(loop, n) -> {"cost_ops": k, ...} for cases whose n is a
+    # duration; None = no cost (cost_why says why, shown as n/a).
+    cost: object = None
+    cost_n: tuple = ()        # (n_lo, n_hi) for the two cost runs
+    cost_unit: str = "op"     # what one op is, for the cost table
+    cost_why: str = ""        # why a case has no cost
 
     def size(self, quick):
         return self.quick_n if quick else self.n
+
+    @property
+    def has_cost(self):
+        return bool(self.cost) and len(self.cost_n) == 2
 
 
 _CASES = {}
@@ -127,8 +139,16 @@ _CASES = {}
 
 def case(name, *, n, quick_n=None, metrics=(OPS,), targets=(),
          warmup=True, available=None, timeout=60.0, floor=None,
-         floor_key=None, full_only=False, rounds=None, unit_note=""):
-    """Decorator registering a module-level function as a case."""
+         floor_key=None, full_only=False, rounds=None, unit_note="",
+         cost=None, cost_n=(), cost_unit="op", cost_why=""):
+    """Decorator registering a module-level function as a case.
+
+    ``cost=True`` (``n`` counts ops) or ``cost=fn(loop, n) -> {"cost_ops":
+    k}`` plus ``cost_n=(n_lo, n_hi)`` give the case a deterministic cost per
+    op (instructions and syscalls, see benchmarks/cost.py).
+    """
+    if cost and len(cost_n) != 2:
+        raise ValueError("case %r: cost needs cost_n=(n_lo, n_hi)" % name)
 
     def register(fn):
         if name in _CASES:
@@ -145,7 +165,9 @@ def case(name, *, n, quick_n=None, metrics=(OPS,), targets=(),
             warmup=warmup, available=available, timeout=timeout,
             floor=floor, floor_key=floor_key or (
                 ("case", name) if floor else None),
-            full_only=full_only, rounds=rounds, unit_note=unit_note)
+            full_only=full_only, rounds=rounds, unit_note=unit_note,
+            cost=cost, cost_n=tuple(cost_n), cost_unit=cost_unit,
+            cost_why=cost_why)
         return fn
 
     return register

@@ -13,14 +13,17 @@ Results, with all raw samples, go to benchmarks/results/<timestamp>.json.
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
 import platform
+import random
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 if __package__ in (None, ""):          # python benchmarks/run.py
@@ -28,6 +31,7 @@ if __package__ in (None, ""):          # python benchmarks/run.py
         os.path.abspath(__file__))))
     __package__ = "benchmarks"
 
+from benchmarks import cost as costmod                           # noqa: E402
 from benchmarks import registry                                  # noqa: E402
 from benchmarks._worker import RESULT_MARKER                     # noqa: E402
 from benchmarks.loops import EVPY_VARIANTS, LOOP_NAMES           # noqa: E402
@@ -36,8 +40,12 @@ from benchmarks.registry import FLOOR, display_name              # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
-DEFAULT_ROUNDS = 7
+DEFAULT_ROUNDS = 5
 QUICK_ROUNDS = 3
+BOOTSTRAP = 2000                        # resamples for the 95% intervals
+COST_JOBS = 2                           # cost runs at a time
+IR_TARGET = 1.05                        # uvloop Ir/op / evpy Ir/op >= this
+SYS_SLACK = 0.05                        # "no more syscalls": evpy <= X + this
 SUBJECT = "evpy"                        # the loop the speed-ups are about
 
 
@@ -180,8 +188,10 @@ def _loadavg():
 # -- statistics --------------------------------------------------------------
 
 def summarize(case, samples, loops):
-    """Medians per metric and loop, speed-ups and target status."""
+    """Medians per metric and loop, speed-ups with 95% intervals and
+    target status."""
     summary = {}
+    saturated = [lp for lp in saturated_loops(samples) if lp != FLOOR]
     for metric in case.metrics:
         per_loop = {}
         for loop in loops:
@@ -192,9 +202,10 @@ def summarize(case, samples, loops):
                 per_loop[loop] = {
                     "median": med, "min": min(values), "max": max(values),
                     "count": len(values),
+                    "median_ci95": bootstrap_median(values),
                     "spread": ((max(values) - min(values)) / med
                                if med else None)}
-        speedup, paired = {}, {}
+        speedup, paired, interval = {}, {}, {}
         subj = per_loop.get(SUBJECT)
         for other in loops:
             if other == SUBJECT or other not in per_loop or not subj:
@@ -202,14 +213,98 @@ def summarize(case, samples, loops):
             speedup[other] = _speedup(metric, subj["median"],
                                       per_loop[other]["median"])
             paired[other] = _paired_speedups(metric, samples, other)
+            interval[other] = bootstrap_speedup(metric, samples, other)
+        sat = saturated and metric.unit.endswith("/s")
         targets = []
         for tgt in case.targets:
             if tgt.applies_to(metric.name):
-                targets.append(_check_target(tgt, subj, speedup))
+                t = _check_target(tgt, subj, speedup)
+                if sat and tgt.kind == "ratio":
+                    t["met"] = None
+                    t["saturated"] = True
+                targets.append(t)
         summary[metric.name] = {"loops": per_loop, "speedup": speedup,
                                 "paired_speedups": paired,
+                                "speedup_ci95": interval,
+                                "saturated": bool(sat),
                                 "targets": targets}
     return summary
+
+
+def saturated_loops(samples):
+    """Loops whose load generator used >= CLIENT_BUSY of its core (median
+    over the rounds): req/s is then the client's limit, not the loop's."""
+    per_loop = {}
+    for s in samples:
+        v = s.get("ok") and (s.get("metrics") or {}).get("client_busy")
+        if v:
+            per_loop.setdefault(s["loop"], []).append(v)
+    return sorted(lp for lp, vals in per_loop.items()
+                  if statistics.median(vals) >= CLIENT_BUSY)
+
+
+def _percentile(sorted_vals, q):
+    k = (len(sorted_vals) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+
+
+def bootstrap_speedup(metric, samples, other, seed=1):
+    """95% interval of evpy's speed-up over ``other`` (ratio of medians),
+    from a bootstrap over the rounds.  Rounds are interleaved (every loop
+    once per round), so rounds are resampled as pairs.  None with fewer
+    than 3 paired rounds."""
+    by_round = {}
+    for s in samples:
+        if s.get("ok") and metric.name in (s.get("metrics") or {}):
+            by_round.setdefault(s["round"], {})[s["loop"]] = \
+                s["metrics"][metric.name]
+    pairs = [(v[SUBJECT], v[other]) for _, v in sorted(by_round.items())
+             if SUBJECT in v and other in v]
+    if len(pairs) < 3:
+        return None
+    rng = random.Random(seed)
+    k = len(pairs)
+    stats = []
+    for _ in range(BOOTSTRAP):
+        pick = [pairs[rng.randrange(k)] for _ in range(k)]
+        r = _speedup(metric, statistics.median(p[0] for p in pick),
+                     statistics.median(p[1] for p in pick))
+        if r is not None:
+            stats.append(r)
+    if not stats:
+        return None
+    stats.sort()
+    return [_percentile(stats, 0.025), _percentile(stats, 0.975)]
+
+
+def bootstrap_median(values, seed=1):
+    """95% interval of the median of ``values`` (bootstrap)."""
+    if len(values) < 3:
+        return None
+    rng = random.Random(seed)
+    stats = sorted(statistics.median(rng.choice(values) for _ in values)
+                   for _ in range(BOOTSTRAP))
+    return [_percentile(stats, 0.025), _percentile(stats, 0.975)]
+
+
+def bootstrap_median_ratio(new, old, seed=1):
+    """95% interval of median(new) / median(old), unpaired bootstrap
+    (None with fewer than 3 rounds on either side)."""
+    if len(new) < 3 or len(old) < 3:
+        return None
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(BOOTSTRAP):
+        a = statistics.median(rng.choice(new) for _ in new)
+        b = statistics.median(rng.choice(old) for _ in old)
+        if b:
+            stats.append(a / b)
+    if not stats:
+        return None
+    stats.sort()
+    return [_percentile(stats, 0.025), _percentile(stats, 0.975)]
 
 
 def _speedup(metric, subject, other):
@@ -269,6 +364,19 @@ def fmt_ratio(value):
     return "n/a" if value is None else "%.2fx" % value
 
 
+def fmt_ratio_ci(value, ci, flag_below=False):
+    """'1.12x [0.98-1.25]'; a trailing '!' when flag_below and the whole
+    interval lies below 1.0."""
+    if value is None:
+        return "n/a"
+    if not ci:
+        return "%.2fx" % value
+    cell = "%.2fx [%.2f-%.2f]" % (value, ci[0], ci[1])
+    if flag_below and ci[1] < 1.0:
+        cell += " !"
+    return cell
+
+
 def build_table(results, loops, probes):
     subject_on = SUBJECT in loops
     others = [lp for lp in loops if lp != SUBJECT] if subject_on else []
@@ -282,7 +390,9 @@ def build_table(results, loops, probes):
             continue
         for metric in case.metrics:
             summ = res["summary"][metric.name]
-            row = [case.name, metric.display, str(res["rounds"])]
+            label = metric.display + (" SAT" if summ.get("saturated")
+                                      else "")
+            row = [case.name, label, str(res["rounds"])]
             for lp in loops:
                 if lp == FLOOR and case.floor is None:
                     row.append("-")
@@ -299,7 +409,11 @@ def build_table(results, loops, probes):
                 if o == FLOOR and case.floor is None:
                     row.append("-")
                 else:
-                    row.append(fmt_ratio(summ["speedup"].get(o)))
+                    row.append(fmt_ratio_ci(
+                        summ["speedup"].get(o),
+                        summ.get("speedup_ci95", {}).get(o),
+                        flag_below=(o == "uvloop"
+                                    and not summ.get("saturated"))))
             spreads = [v["spread"] for v in summ["loops"].values()
                        if v.get("spread") is not None and v["count"] > 1]
             row.append("%.0f%%" % (100 * max(spreads)) if spreads else "")
@@ -312,6 +426,8 @@ def _target_cell(targets):
     cells = []
     for t in targets:
         mark = {True: "ok", False: "MISS", None: "n/a"}[t["met"]]
+        if t.get("saturated"):
+            mark = "n/a (client saturated)"
         cells.append("%s %s" % (t["target"], mark))
     return "; ".join(cells)
 
@@ -331,6 +447,298 @@ def render(header, rows):
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+# -- deterministic costs -----------------------------------------------------
+
+def cost_loops(loops):
+    """Python loops for the cost table, in the order evpy, uvloop,
+    asyncio, then any other."""
+    py = [lp for lp in loops if lp != FLOOR]
+    first = [lp for lp in (SUBJECT, "uvloop", "asyncio") if lp in py]
+    return first + [lp for lp in py if lp not in first]
+
+
+def run_costs(results, loops, args, tool_info):
+    """Run every cost measurement (COST_JOBS at a time) and store
+    res["cost"] for each case with a cost."""
+    jobs = []
+    for res in results:
+        case = res["case_obj"]
+        if res["skipped"] or not case.has_cost:
+            continue
+        res["cost"] = {"n": list(case.cost_n), "unit": case.cost_unit,
+                       "loops": {lp: {"runs": []} for lp in loops}}
+        for lp in loops:
+            for kind, n in costmod.jobs_for(case, lp, tool_info):
+                jobs.append((res, lp, kind, n))
+    if not jobs:
+        return
+    env = costmod.cost_env(worker_env())
+    log("cost: %d runs (valgrind: %s, syscalls: %s), %d at a time ..."
+        % (len(jobs), tool_info["ir"] or tool_info["why_ir"],
+           tool_info["sys"][0] if tool_info["sys"] else tool_info["why_sys"],
+           COST_JOBS))
+    lock = threading.Lock()
+    done = [0]
+
+    unsupported = set()
+
+    def one(job):
+        res, lp, kind, n = job
+        key = (res["case_obj"].name, lp)
+        sizes = list(n) if isinstance(n, tuple) else [n]
+        if key in unsupported:
+            recs = [{"kind": kind, "n": k, "ok": False, "unsupported": True,
+                     "error": "not supported by %s (see the other runs)"
+                     % lp} for k in sizes]
+        else:
+            recs = costmod.run_job(kind, tool_info, args.python,
+                                   res["case_obj"], lp, n, env)
+            if "NotImplementedError" in (recs[0].get("error") or ""):
+                for rec in recs:
+                    rec["unsupported"] = True
+                unsupported.add(key)
+        with lock:
+            res["cost"]["loops"][lp]["runs"].extend(recs)
+            done[0] += 1
+            rec = recs[0]
+            sz = "/".join(str(k) for k in sizes)
+            if rec.get("unsupported"):
+                pass
+            elif not rec["ok"]:
+                log("  [cost %d/%d] %s %s %s n=%s: FAILED: %s"
+                    % (done[0], len(jobs), res["case_obj"].name, lp,
+                       kind, sz, rec.get("error")))
+            elif args.verbose:
+                log("  [cost %d/%d] %s %s %s n=%s: %s in %.1fs"
+                    % (done[0], len(jobs), res["case_obj"].name, lp,
+                       kind, sz, "/".join(str(r["count"]) for r in recs),
+                       rec["seconds"]))
+        return recs
+
+    ex = concurrent.futures.ThreadPoolExecutor(COST_JOBS)
+    try:
+        for _ in ex.map(one, jobs):
+            pass
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    for res in results:
+        c = res.get("cost")
+        if not c:
+            continue
+        for lp, d in c["loops"].items():
+            for kind in ("ir", "sys"):
+                if not tool_info[kind]:
+                    d[kind + "_per_op"] = None
+                    d[kind + "_error"] = tool_info["why_" + kind]
+                    continue
+                val, err = costmod.per_op(d["runs"], kind)
+                d[kind + "_per_op"] = val
+                if err:
+                    d[kind + "_error"] = err
+        c["target"] = cost_target(res["case_obj"], c["loops"])
+
+
+def cost_target(case, per):
+    """Issue 13's goal on the costs: evpy >= IR_TARGET x fewer instructions
+    per op than uvloop and no more syscalls (+ SYS_SLACK); sock_* cases
+    also below asyncio's loop."""
+    ev = per.get(SUBJECT) or {}
+    checks = [("uvloop", True)]
+    if "_sock_" in case.name:
+        checks.append(("asyncio", False))
+    misses, measured = [], False
+    for other, need_ratio in checks:
+        o = per.get(other) or {}
+        if ev.get("ir_per_op") and o.get("ir_per_op"):
+            measured = True
+            ratio = o["ir_per_op"] / ev["ir_per_op"]
+            if ratio < (IR_TARGET if need_ratio else 1.0):
+                misses.append("Ir %.2fx %s" % (ratio, other))
+        if ev.get("sys_per_op") is not None and \
+                o.get("sys_per_op") is not None:
+            measured = True
+            if ev["sys_per_op"] > o["sys_per_op"] + SYS_SLACK:
+                misses.append("sys > %s" % other)
+    if not measured:
+        return {"met": None, "text": "n/a"}
+    return {"met": not misses,
+            "text": "ok" if not misses else "MISS (%s)" % ", ".join(misses)}
+
+
+def _cost_missing(d):
+    if not d.get("runs"):
+        return "n/a"
+    if any(r.get("unsupported") for r in d["runs"]):
+        return "unsup"
+    return "ERR"
+
+
+def fmt_ir(d):
+    if d is None:
+        return "n/a"
+    if d.get("ir_per_op") is None:
+        return _cost_missing(d)
+    return "{:,.0f}".format(d["ir_per_op"])
+
+
+def fmt_sys(d):
+    if d is None:
+        return "n/a"
+    if d.get("sys_per_op") is None:
+        return _cost_missing(d)
+    return "%.2f" % (round(d["sys_per_op"], 2) + 0.0)   # no "-0.00"
+
+
+def build_cost_table(results, loops):
+    lps = cost_loops(loops)
+    header = ["case", "per"] + ["%s Ir/op" % lp for lp in lps]
+    if SUBJECT in lps and "uvloop" in lps:
+        header.append("uvloop/%s Ir" % SUBJECT)
+    header += ["%s sys/op" % lp for lp in lps] + ["target"]
+    rows = []
+    for res in results:
+        case = res["case_obj"]
+        if res["skipped"]:
+            continue
+        c = res.get("cost")
+        row = [case.name, case.cost_unit if c else "-"]
+        per = c["loops"] if c else {}
+        row += [fmt_ir(per.get(lp)) if c else "n/a" for lp in lps]
+        if SUBJECT in lps and "uvloop" in lps:
+            ev, uv = per.get(SUBJECT) or {}, per.get("uvloop") or {}
+            if ev.get("ir_per_op") and uv.get("ir_per_op"):
+                row.append("%.2fx" % (uv["ir_per_op"] / ev["ir_per_op"]))
+            else:
+                row.append("n/a")
+        row += [fmt_sys(per.get(lp)) if c else "n/a" for lp in lps]
+        row.append(c["target"]["text"] if c and c.get("target") else
+                   "n/a")
+        rows.append(row)
+    return header, rows
+
+
+def cost_footer(results, tool_info):
+    lines = [
+        "Costs: Ir/op = user-space instructions per op (valgrind "
+        "cachegrind, whole worker process, child processes such as the "
+        "load generator not counted); sys/op = syscalls per op of the "
+        "worker process and its threads (%s). Both from runs at two sizes "
+        "without warm-up: (count(n_hi) - count(n_lo)) / (ops(n_hi) - "
+        "ops(n_lo))."
+        % (tool_info["sys"][0] + " raw_syscalls:sys_enter"
+           if tool_info["sys"] and tool_info["sys"][0] == "perf"
+           else "strace -f" if tool_info["sys"] else "not measured"),
+        "Cost target (issue 13): evpy >= %.2fx fewer Ir/op than uvloop and "
+        "sys/op <= uvloop's (+%.2f); echo_sock_*/udp_sock_* also below "
+        "asyncio's loop." % (IR_TARGET, SYS_SLACK)]
+    if not tool_info["ir"]:
+        lines.append("Ir/op not measured: %s." % tool_info["why_ir"])
+    if not tool_info["sys"]:
+        lines.append("sys/op not measured: %s." % tool_info["why_sys"])
+    nocost = [(r["case_obj"].name, r["case_obj"].cost_why or "no cost "
+               "function") for r in results
+              if not r["skipped"] and not r["case_obj"].has_cost]
+    if nocost:
+        lines.append("No cost (n/a): %s." % "; ".join(
+            "%s (%s)" % nc for nc in nocost))
+    unsup = sorted({"%s on %s" % (r["case_obj"].name, lp) for r in results
+                    for lp, d in ((r.get("cost") or {}).get("loops")
+                                  or {}).items()
+                    if any(x.get("unsupported") for x in d.get("runs", []))})
+    if unsup:
+        lines.append("unsup = the loop raises NotImplementedError: %s."
+                     % ", ".join(unsup))
+    errs = []
+    for r in results:
+        for lp, d in ((r.get("cost") or {}).get("loops") or {}).items():
+            for kind in ("ir", "sys"):
+                if d.get(kind + "_error") and d.get("runs") and not any(
+                        r.get("unsupported") for r in d["runs"]):
+                    errs.append("%s %s %s: %s" % (r["case_obj"].name, lp,
+                                                  kind, d[kind + "_error"]))
+    for e in errs:
+        lines.append("COST ERR " + e)
+    return "\n".join(lines)
+
+
+# -- compare with a saved run ------------------------------------------------
+
+def _values(case_doc, metric, loop):
+    return [s["metrics"][metric] for s in case_doc.get("samples", [])
+            if s.get("ok") and s.get("loop") == loop
+            and metric in (s.get("metrics") or {})]
+
+
+def compare(new_doc, old_doc):
+    """Text tables: per case, metric and loop old vs new medians (95%
+    intervals) and new/old; per case and loop old vs new cost per op."""
+    old_cases = {c["name"]: c for c in old_doc.get("cases", [])}
+    header = ["case", "metric", "loop", "old median [95%]",
+              "new median [95%]", "new/old [95%]", "verdict"]
+    rows, crows = [], []
+    for c in new_doc.get("cases", []):
+        o = old_cases.get(c["name"])
+        if not o or c.get("skipped"):
+            continue
+        for m in c.get("metrics", []):
+            metric = registry.Metric(m["name"], m["unit"],
+                                     m["higher_is_better"], m["label"])
+            loops = list(dict.fromkeys(s["loop"] for s in c["samples"]))
+            for lp in loops:
+                new = _values(c, m["name"], lp)
+                old = _values(o, m["name"], lp)
+                if not new or not old:
+                    continue
+                nm, om = statistics.median(new), statistics.median(old)
+                ci = bootstrap_median_ratio(new, old)
+                verdict = ""
+                if ci and om:
+                    better = ci[0] > 1.0 if metric.higher_is_better \
+                        else ci[1] < 1.0
+                    worse = ci[1] < 1.0 if metric.higher_is_better \
+                        else ci[0] > 1.0
+                    verdict = ("better" if better else "worse" if worse
+                               else "same")
+                rows.append([
+                    c["name"], metric.display, display_name(lp),
+                    _fmt_ci(metric, om, bootstrap_median(old)),
+                    _fmt_ci(metric, nm, bootstrap_median(new)),
+                    ("%.3f" % (nm / om) if om else "n/a")
+                    + (" [%.3f-%.3f]" % tuple(ci) if ci else ""),
+                    verdict])
+        nc, oc = c.get("cost") or {}, o.get("cost") or {}
+        for lp, d in (nc.get("loops") or {}).items():
+            od = (oc.get("loops") or {}).get(lp) or {}
+            cells = []
+            for kind, fmt in (("ir", "{:,.0f}"), ("sys", "{:.2f}")):
+                a, b = od.get(kind + "_per_op"), d.get(kind + "_per_op")
+                cells += [fmt.format(a) if a is not None else "n/a",
+                          fmt.format(b) if b is not None else "n/a",
+                          "%+.1f%%" % (100 * (b / a - 1)) if a and b
+                          is not None else "n/a"]
+            crows.append([c["name"], display_name(lp)] + cells)
+    out = ["Compared with %s (commit %s):" % (
+        old_doc.get("started", "?"),
+        ((old_doc.get("git") or {}).get("commit") or "?")[:10])]
+    out.append(render(header, rows) if rows else "(no common timings)")
+    if crows:
+        out.append("")
+        out.append(render(["case", "loop", "old Ir/op", "new Ir/op",
+                           "Ir change", "old sys/op", "new sys/op",
+                           "sys change"], crows))
+    out.append("verdict: better/worse when the 95% interval of new/old "
+               "(bootstrap over rounds) excludes 1.0, else same.")
+    return "\n".join(out)
+
+
+def _fmt_ci(metric, value, ci):
+    cell = fmt_value(metric, value)
+    if ci:
+        cell += " [%s-%s]" % (fmt_value(metric, ci[0]),
+                              fmt_value(metric, ci[1]))
+    return cell
 
 
 # -- main --------------------------------------------------------------------
@@ -369,8 +777,15 @@ def parse_args(argv):
                     "(or group names) to run")
     ap.add_argument("--loops", default=",".join(LOOP_NAMES),
                     help="comma-separated subset of %s" % ",".join(LOOP_NAMES))
-    ap.add_argument("--json", metavar="PATH",
-                    help="also write the results to PATH")
+    ap.add_argument("--save", "--json", dest="json", metavar="FILE",
+                    help="also write the results (JSON) to FILE")
+    ap.add_argument("--compare", metavar="FILE",
+                    help="compare this run with a saved one (--save FILE "
+                    "or benchmarks/results/*.json)")
+    ap.add_argument("--no-cost", action="store_true",
+                    help="skip the deterministic costs (valgrind, perf)")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the deterministic costs, no timings")
     ap.add_argument("--no-save", action="store_true",
                     help="don't write benchmarks/results/<timestamp>.json")
     ap.add_argument("--python", default=sys.executable,
@@ -393,6 +808,10 @@ def parse_args(argv):
                  % (", ".join(bad) or "(empty)",
                     ", ".join(LOOP_NAMES + EVPY_VARIANTS)))
     args.loop_list = list(dict.fromkeys(loops))
+    if args.no_cost and args.cost_only:
+        ap.error("--no-cost and --cost-only exclude each other")
+    args.cost = not args.no_cost
+    args.timings = not args.cost_only
     args.rounds_explicit = args.rounds is not None
     if args.rounds is None:
         args.rounds = QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS
@@ -419,6 +838,11 @@ def main(argv=None):
                 extra.append("C floor")
             if c.unit_note:
                 extra.append(c.unit_note)
+            if c.has_cost:
+                extra.append("cost per %s at n=%d/%d" % (
+                    c.cost_unit, c.cost_n[0], c.cost_n[1]))
+            else:
+                extra.append("no cost: %s" % (c.cost_why or "not defined"))
             print("%-28s %-6s n=%-7d quick_n=%-6d %s%s"
                   % (c.name, c.group, c.n, c.quick_n, c.description,
                      " [%s]" % ", ".join(extra) if extra else ""))
@@ -430,7 +854,7 @@ def main(argv=None):
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.perf_counter()
     loops = list(args.loop_list)
-    if not args.no_floor and any(c.floor for c in cases):
+    if args.timings and not args.no_floor and any(c.floor for c in cases):
         loops.append(FLOOR)
     log("probing loops with %s ..." % args.python)
     probes = probe_loops(args.python, loops)
@@ -450,13 +874,14 @@ def main(argv=None):
         return 2
 
     doc = {
-        "schema": 1,
+        "schema": 2,
         "started": started.isoformat(),
         "command": [sys.executable, "-m", "benchmarks"] + list(
             sys.argv[1:] if argv is None else argv),
         "config": {"rounds": args.rounds, "quick": args.quick,
                    "cases": args.cases, "loops": loops,
-                   "scale": args.scale, "python": args.python},
+                   "scale": args.scale, "python": args.python,
+                   "timings": args.timings, "cost": args.cost},
         "python": python_info(args.python),
         "machine": machine_info(),
         "git": git_info(),
@@ -465,6 +890,17 @@ def main(argv=None):
         "interrupted": False,
     }
 
+    old_doc = None
+    if args.compare:
+        with open(args.compare) as f:
+            old_doc = json.load(f)
+    tool_info = None
+    if args.cost:
+        tool_info = costmod.tools()
+        doc["cost_tools"] = {
+            "ir": tool_info["ir"], "why_ir": tool_info["why_ir"],
+            "sys": list(tool_info["sys"]) if tool_info["sys"] else None,
+            "why_sys": tool_info["why_sys"]}
     results = []
     floor_cache = {}
     try:
@@ -472,24 +908,39 @@ def main(argv=None):
             res = run_case(case, ci, len(cases), active, loops, args,
                            floor_cache)
             results.append(res)
+        if args.cost:
+            run_costs(results, [lp for lp in active if lp != FLOOR], args,
+                      tool_info)
     except KeyboardInterrupt:
         doc["interrupted"] = True
         log("\ninterrupted; reporting the finished cases")
 
     for res in results:
         res["summary"] = summarize(res["case_obj"], res["samples"], loops)
-    header, rows = build_table(results, loops, probes)
     doc["finished"] = datetime.datetime.now(
         datetime.timezone.utc).isoformat()
     doc["duration_s"] = time.perf_counter() - t_start
     doc["machine"]["loadavg_end"] = _loadavg()
     doc["cases"] = [_case_doc(r) for r in results]
-    doc["table"] = {"header": header, "rows": rows}
 
-    print()
-    print(render(header, rows))
+    if args.timings:
+        header, rows = build_table(results, loops, probes)
+        doc["table"] = {"header": header, "rows": rows}
+        print()
+        print(render(header, rows))
+    if args.cost:
+        cheader, crows = build_cost_table(
+            results, [lp for lp in loops if lp != FLOOR])
+        doc["cost_table"] = {"header": cheader, "rows": crows}
+        print()
+        print(render(cheader, crows))
     print()
     print(footer(doc, loops, probes, args))
+    if args.cost:
+        print(cost_footer(results, tool_info))
+    if old_doc is not None:
+        print()
+        print(compare(doc, old_doc))
     save(doc, started, args)
     return 130 if doc["interrupted"] else 0
 
@@ -501,13 +952,15 @@ def run_case(case, ci, ncases, active, loops, args, floor_cache=None):
     if case.rounds and not args.rounds_explicit:
         rounds = min(rounds, case.rounds)
     res = {"case_obj": case, "n": n, "warmup_n": warmup_n, "samples": [],
-           "skipped": None, "rounds": rounds}
+           "skipped": None, "rounds": rounds if args.timings else 0}
     if case.available is not None:
         why = case.available()
         if why:
             res["skipped"] = why
             log("[%d/%d] %s: skipped (%s)" % (ci, ncases, case.name, why))
             return res
+    if not args.timings:
+        return res
     # The C floor is one more column for cases that have one; cases sharing
     # a floor_key (same size and concurrency, other API style) reuse the
     # floor samples measured earlier in this run.
@@ -582,18 +1035,29 @@ def _case_doc(res):
                     for t in case.targets],
         "summary": res.get("summary", {}),
         "samples": res["samples"],
+        "cost": _cost_doc(res),
+        "cost_why": case.cost_why if not case.has_cost else "",
     }
+
+
+def _cost_doc(res):
+    c = res.get("cost")
+    if not c:
+        return None
+    return {"n": c["n"], "unit": c["unit"], "target": c.get("target"),
+            "loops": c["loops"]}
 
 
 def footer(doc, loops, probes, args):
     lines = []
     py = doc["python"]
-    lines.append("python %s | %s, %s CPUs | commit %s%s | %d rounds%s | %.0fs"
+    lines.append("python %s | %s, %s CPUs | commit %s%s | %s%s | %.0fs"
                  % (py.get("version", "?").split()[0],
                     doc["machine"]["cpu_model"], doc["machine"]["cpu_count"],
                     (doc["git"]["commit"] or "?")[:10],
                     " (dirty)" if doc["git"]["dirty"] else "",
-                    args.rounds, ", quick sizes" if args.quick else "",
+                    "%d rounds" % args.rounds if args.timings
+                    else "costs only", ", quick sizes" if args.quick else "",
                     doc["duration_s"]))
     load = [doc["machine"].get("loadavg_start"),
             doc["machine"].get("loadavg_end")]
@@ -605,9 +1069,16 @@ def footer(doc, loops, probes, args):
                         " - machine busy, expect noise" if busy else ""))
     lines.append("Values are medians over rounds, each from a fresh process. "
                  "'noise' = largest (max-min)/median over the loops.")
-    if SUBJECT in loops and len(loops) > 1:
+    if SUBJECT in loops and len(loops) > 1 and args.timings:
         lines.append("'%s vs X' = %s's speed-up over X (higher is better; "
-                     "X/%s for time metrics)." % (SUBJECT, SUBJECT, SUBJECT))
+                     "X/%s for time metrics), from the medians; [a-b] = its "
+                     "95%% interval (bootstrap over rounds, resampled in "
+                     "pairs: the rounds are interleaved; >= 3 rounds). '!' = "
+                     "the whole interval is below 1.0 against uvloop. 'SAT' "
+                     "= the load generator's core was >= %d%% busy (median "
+                     "round) for a Python loop: that req/s is the client's "
+                     "limit, no claim and no target."
+                     % (SUBJECT, SUBJECT, SUBJECT, CLIENT_BUSY * 100))
     for lp in loops:
         if not probes[lp].get("ok"):
             lines.append("NOTE: %s is not available (%s); its columns show "
@@ -627,8 +1098,9 @@ def footer(doc, loops, probes, args):
             "Networking: server pinned to CPU %s, load generator "
             "(benchmarks/c/loadgen.c, wrk) to CPU %s; 127.0.0.1 only. "
             "Echo: 0.5 s warm-up then n ms; latency per request/response; "
-            "'srv CPU us/req' = server utime+stime (from /proc, 10 ms ticks) "
-            "over the timed window / responses. 'C floor' = "
+            "'srv CPU us/req' = server CPU time (sum of "
+            "/proc/PID/task/*/schedstat, ns) over the timed window / "
+            "responses. 'C floor' = "
             "benchmarks/c/echo_server.c under the same client, measured "
             "once per size/concurrency and round and shared by the styles."
             % tuple(reversed(_net_cpus())))

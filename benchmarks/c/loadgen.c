@@ -10,14 +10,19 @@
  *         message came back (connect + accept + first read/write).  Then it
  *         reads the server's RSS, sends 1 byte on every connection and times
  *         until all C echoes are back ("wake").
+ *   connect  C sequential connections, one at a time: connect, send 1 byte,
+ *         wait for its echo, close (FIN); connections/s and the server's
+ *         CPU time over the whole sequence.
  *
  * Prints exactly one JSON object on stdout.  With --server-pid it reads the
- * server's utime+stime (/proc/PID/stat) at the start and end of the timed
- * window, and its RSS (/proc/PID/statm) in idle mode.
+ * server's CPU time (the sum over its threads of /proc/PID/task/TID/schedstat,
+ * ns) at the start and end of the timed window, and its RSS
+ * (/proc/PID/statm) in idle mode.
  *
  * It always ends by itself: alarm(--max-seconds) and PR_SET_PDEATHSIG.
- * Connections are closed with SO_LINGER 0 (RST) so that thousands of short
- * benchmark connections don't pile up in TIME_WAIT.
+ * Echo and idle connections are closed with SO_LINGER 0 (RST) so that
+ * thousands of short benchmark connections don't pile up in TIME_WAIT
+ * (connect mode closes normally; loopback reuses TIME_WAIT ports).
  *
  * Build: cc -O2 -o loadgen loadgen.c   (no other dependencies)
  */
@@ -27,6 +32,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -98,27 +104,32 @@ static void die(const char *what) {
     exit(1);
 }
 
-/* utime + stime of a process in clock ticks, or -1 */
-static long long proc_cpu_ticks(long pid) {
-    char path[64], buf[1024];
+/* CPU time of a process in ns, or -1: the sum of its threads' run time
+ * from /proc/PID/task/TID/schedstat (first field, ns), so a 1 s window is
+ * measured to the microsecond, not in 10 ms clock ticks. */
+static long long proc_cpu_ns(long pid) {
+    char path[96], buf[128];
     if (pid <= 0) return -1;
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    /* after ") ": field 3 (state) ... field 14 utime, 15 stime */
-    unsigned long long ut = 0, st = 0;
-    int field = 2;
-    for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
-        field++;
-        if (field == 14) ut = strtoull(tok, NULL, 10);
-        else if (field == 15) { st = strtoull(tok, NULL, 10); break; }
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    long long total = 0;
+    int found = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%ld/task/%.20s/schedstat", pid,
+                 de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;                  /* the thread exited */
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        total += strtoll(buf, NULL, 10);
+        found = 1;
     }
-    return field == 15 ? (long long)(ut + st) : -1;
+    closedir(d);
+    return found ? total : -1;
 }
 
 static long long proc_rss_bytes(long pid) {
@@ -361,7 +372,7 @@ static int run_echo(void) {
     if (opt_warmup <= 0) {
         measuring = 1;
         t_measure_start = t0;
-        cpu0 = proc_cpu_ticks(opt_server_pid);
+        cpu0 = proc_cpu_ns(opt_server_pid);
         ccpu0 = self_cpu_s();
     }
     for (int i = 0; i < opt_conns; i++) {
@@ -373,7 +384,7 @@ static int run_echo(void) {
         if (!measuring && t >= t_warm_end) {
             measuring = 1;
             t_measure_start = t;
-            cpu0 = proc_cpu_ticks(opt_server_pid);
+            cpu0 = proc_cpu_ns(opt_server_pid);
             ccpu0 = self_cpu_s();
         }
         if (measuring && t >= t_measure_end) break;
@@ -395,7 +406,7 @@ static int run_echo(void) {
     uint64_t t_end = now_ns();
     if (t_end > t_measure_end) t_end = t_measure_end;
     if (measuring) {
-        cpu1 = proc_cpu_ticks(opt_server_pid);
+        cpu1 = proc_cpu_ns(opt_server_pid);
         ccpu1 = self_cpu_s();
     }
     long alive = alive_count();
@@ -404,7 +415,6 @@ static int run_echo(void) {
     double secs = measuring ? (t_end - t_measure_start) / 1e9 : 0;
     double p50, p90, p99, p999;
     pct(0.50, &p50); pct(0.90, &p90); pct(0.99, &p99); pct(0.999, &p999);
-    long hz = sysconf(_SC_CLK_TCK);
     printf("{\"ok\": %s, \"mode\": \"echo\", \"conns\": %d, \"size\": %zu, "
            "\"alive\": %ld, \"duration_s\": %.6f, \"messages\": %ld, "
            "\"rps\": %.3f, \"mb_per_s\": %.3f, "
@@ -417,8 +427,9 @@ static int run_echo(void) {
            secs > 0 ? counted * (double)opt_size / secs / 1e6 : 0.0,
            p50, p90, p99, p999, max_lat_ns / 1000.0, errors, mismatches);
     if (cpu0 >= 0 && cpu1 >= 0)
-        printf("\"server_cpu_s\": %.4f, ", (double)(cpu1 - cpu0) / hz);
-    printf("\"client_cpu_s\": %.4f, \"clk_tck\": %ld, ", ccpu1 - ccpu0, hz);
+        printf("\"server_cpu_s\": %.6f, ", (cpu1 - cpu0) / 1e9);
+    printf("\"client_cpu_s\": %.6f, \"cpu_source\": \"schedstat\", ",
+           ccpu1 - ccpu0);
     json_str("first_error", first_error);
     if (counted == 0 || alive != opt_conns) {
         printf(", ");
@@ -436,11 +447,10 @@ static int run_idle(void) {
     struct epoll_event evs[MAX_EVENTS];
     unsigned char b = 'x', rb[64];
     long started = 0, pending = 0, confirmed = 0;
-    long hz = sysconf(_SC_CLK_TCK);
 
     usleep(50000);              /* let the server settle before the baseline */
     long long rss0 = proc_rss_bytes(opt_server_pid);
-    long long cpu0 = proc_cpu_ticks(opt_server_pid);
+    long long cpu0 = proc_cpu_ns(opt_server_pid);
     uint64_t t0 = now_ns();
     uint64_t deadline = t0 + (uint64_t)(opt_duration * 1e9);
     while (confirmed < opt_conns) {
@@ -485,7 +495,7 @@ static int run_idle(void) {
             break;              /* the rest failed */
     }
     uint64_t t1 = now_ns();
-    long long cpu1 = proc_cpu_ticks(opt_server_pid);
+    long long cpu1 = proc_cpu_ns(opt_server_pid);
     usleep(100000);             /* idle: let the server finish any work */
     long long rss1 = proc_rss_bytes(opt_server_pid);
 
@@ -494,7 +504,7 @@ static int run_idle(void) {
     long woken = 0;
     long long cpu2 = -1, cpu3 = -1;
     if (confirmed == opt_conns) {
-        cpu2 = proc_cpu_ticks(opt_server_pid);
+        cpu2 = proc_cpu_ns(opt_server_pid);
         tw0 = now_ns();
         for (int i = 0; i < opt_conns; i++) {
             conn_t *c = &conns[i];
@@ -518,7 +528,7 @@ static int run_idle(void) {
             }
         }
         tw1 = now_ns();
-        cpu3 = proc_cpu_ticks(opt_server_pid);
+        cpu3 = proc_cpu_ns(opt_server_pid);
     }
     for (int i = 0; i < started; i++) kill_conn(&conns[i]);
 
@@ -528,14 +538,14 @@ static int run_idle(void) {
            "\"confirmed\": %ld, \"woken\": %ld, \"accept_s\": %.6f, "
            "\"accept_rate\": %.1f, \"rss_before\": %lld, \"rss_after\": %lld, "
            "\"rss_per_conn\": %.1f, \"wake_s\": %.6f, "
-           "\"accept_cpu_s\": %.4f, \"wake_cpu_s\": %.4f, "
+           "\"accept_cpu_s\": %.6f, \"wake_cpu_s\": %.6f, "
            "\"errors\": %ld, \"connect_errors\": %ld, ",
            ok ? "true" : "false", opt_conns, opt_window, confirmed, woken,
            accept_s, confirmed / accept_s, rss0, rss1,
            confirmed ? (double)(rss1 - rss0) / confirmed : 0.0,
            tw1 > tw0 ? (tw1 - tw0) / 1e9 : 0.0,
-           (cpu0 >= 0 && cpu1 >= 0) ? (double)(cpu1 - cpu0) / hz : -1.0,
-           (cpu2 >= 0 && cpu3 >= 0) ? (double)(cpu3 - cpu2) / hz : -1.0,
+           (cpu0 >= 0 && cpu1 >= 0) ? (cpu1 - cpu0) / 1e9 : -1.0,
+           (cpu2 >= 0 && cpu3 >= 0) ? (cpu3 - cpu2) / 1e9 : -1.0,
            errors, connect_errors);
     json_str("first_error", first_error);
     if (!ok) {
@@ -550,11 +560,79 @@ static int run_idle(void) {
     return 0;
 }
 
+/* --- connect mode ------------------------------------------------------- */
+
+/* --conns N sequential connections, one at a time: blocking connect(),
+ * send 1 byte, wait for its echo, close() (a normal FIN close).  Times the
+ * whole sequence and reads the server's CPU time around it. */
+static int run_connect(void) {
+    unsigned char b = 'x', rb[64];
+    long done = 0;
+    struct timeval tv = {10, 0};
+    hist = calloc(HIST_MAX_US, sizeof *hist);
+    if (!hist) die("malloc");
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(opt_port)};
+    inet_pton(AF_INET, opt_host, &sa.sin_addr);
+    long long cpu0 = proc_cpu_ns(opt_server_pid);
+    double ccpu0 = self_cpu_s();
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < opt_conns; i++) {
+        uint64_t ts = now_ns();
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) { note_error("socket", errno); break; }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            connect_errors++;
+            note_error("connect", errno);
+            close(fd);
+            break;
+        }
+        if (send(fd, &b, 1, MSG_NOSIGNAL) != 1) {
+            note_error("send", errno);
+            close(fd);
+            break;
+        }
+        ssize_t k = recv(fd, rb, sizeof rb, 0);
+        if (k != 1) {
+            note_error(k == 0 ? "server closed" : "recv", k < 0 ? errno : 0);
+            close(fd);
+            break;
+        }
+        close(fd);
+        record(now_ns() - ts);
+        done++;
+    }
+    uint64_t t1 = now_ns();
+    long long cpu1 = proc_cpu_ns(opt_server_pid);
+    double ccpu1 = self_cpu_s();
+    double secs = (t1 - t0) / 1e9;
+    double p50, p99;
+    pct(0.50, &p50); pct(0.99, &p99);
+    int ok = done == opt_conns;
+    printf("{\"ok\": %s, \"mode\": \"connect\", \"conns\": %d, "
+           "\"done\": %ld, \"duration_s\": %.6f, \"rate\": %.1f, "
+           "\"p50_us\": %.1f, \"p99_us\": %.1f, \"client_cpu_s\": %.6f, ",
+           ok ? "true" : "false", opt_conns, done, secs,
+           secs > 0 ? done / secs : 0.0, p50, p99, ccpu1 - ccpu0);
+    if (cpu0 >= 0 && cpu1 >= 0)
+        printf("\"server_cpu_s\": %.6f, ", (cpu1 - cpu0) / 1e9);
+    json_str("first_error", first_error);
+    if (!ok) {
+        printf(", ");
+        json_str("error", first_error[0] ? first_error : "incomplete");
+    }
+    printf("}\n");
+    return 0;
+}
+
 /* --- main ---------------------------------------------------------------- */
 
 static void usage(void) {
     fprintf(stderr,
-        "usage: loadgen [--mode echo|idle] (--port P [--host H] | --unix PATH)\n"
+        "usage: loadgen [--mode echo|idle|connect] (--port P [--host H] | --unix PATH)\n"
         "  [--conns C] [--size BYTES] [--warmup S] [--duration S]\n"
         "  [--messages N] [--window W] [--cpu K] [--server-pid PID]\n"
         "  [--max-seconds T]\n");
@@ -613,6 +691,7 @@ int main(int argc, char **argv) {
     int rc;
     if (!strcmp(opt_mode, "echo")) rc = run_echo();
     else if (!strcmp(opt_mode, "idle")) rc = run_idle();
+    else if (!strcmp(opt_mode, "connect")) rc = run_connect();
     else usage(), rc = 2;
     fflush(stdout);
     return rc;

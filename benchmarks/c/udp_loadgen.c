@@ -2,7 +2,7 @@
  *
  *   udp_loadgen --port P [--host H] [--outstanding N] [--size BYTES]
  *               [--warmup S] [--duration S] [--cpu K] [--server-pid PID]
- *               [--max-seconds T] [--resend-ms MS]
+ *               [--max-seconds T] [--resend-ms MS] [--messages N]
  *
  * Keeps N datagrams of S bytes outstanding against a UDP echo server: N
  * slots, each sends one datagram and waits for its echo before sending the
@@ -14,9 +14,10 @@
  *
  * Runs --warmup seconds, then measures for --duration seconds: datagrams/s
  * (echoes received in the window), latency histogram (1 us buckets, p50 /
- * p99), and the server's utime+stime from /proc/PID/stat at both ends of
- * the window (same method as loadgen.c).  Receives with recvmmsg and sends
- * with sendmmsg in batches, so the client costs little per datagram.
+ * p99), and the server's CPU time (sum of its threads' schedstat, ns, as
+ * in loadgen.c) at both ends of the window.  With --messages N it stops
+ * after N echoes instead.  Receives with recvmmsg and sends with sendmmsg
+ * in batches, so the client costs little per datagram.
  *
  * Prints exactly one JSON object on stdout.  Always ends by itself:
  * alarm(--max-seconds) and PR_SET_PDEATHSIG.
@@ -25,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -51,6 +53,7 @@ static int opt_outstanding = 1;
 static size_t opt_size = 64;
 static double opt_warmup = 0.5;
 static double opt_duration = 2.0;
+static long opt_messages = 0;
 static int opt_cpu = -1;
 static long opt_server_pid = 0;
 static int opt_max_seconds = 60;
@@ -85,25 +88,31 @@ static void note_error(const char *what, int err) {
                  err ? ": " : "", err ? strerror(err) : "");
 }
 
-static long long proc_cpu_ticks(long pid) {
-    char path[64], buf[1024];
+/* CPU time of a process in ns, or -1: the sum over its threads of
+ * /proc/PID/task/TID/schedstat (first field, ns), as in loadgen.c. */
+static long long proc_cpu_ns(long pid) {
+    char path[96], buf[128];
     if (pid <= 0) return -1;
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return -1;
-    unsigned long long ut = 0, st = 0;
-    int field = 2;
-    for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
-        field++;
-        if (field == 14) ut = strtoull(tok, NULL, 10);
-        else if (field == 15) { st = strtoull(tok, NULL, 10); break; }
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    long long total = 0;
+    int found = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%ld/task/%.20s/schedstat", pid,
+                 de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;                  /* the thread exited */
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        total += strtoll(buf, NULL, 10);
+        found = 1;
     }
-    return field == 15 ? (long long)(ut + st) : -1;
+    closedir(d);
+    return found ? total : -1;
 }
 
 static double self_cpu_s(void) {
@@ -193,7 +202,7 @@ static void usage(void) {
     fprintf(stderr,
         "usage: udp_loadgen --port P [--host H] [--outstanding N] "
         "[--size BYTES]\n  [--warmup S] [--duration S] [--cpu K] "
-        "[--server-pid PID] [--max-seconds T]\n  [--resend-ms MS]\n");
+        "[--server-pid PID] [--max-seconds T]\n  [--resend-ms MS] [--messages N]\n");
     exit(2);
 }
 
@@ -208,6 +217,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--size")) opt_size = (size_t)atol(v);
         else if (!strcmp(a, "--warmup")) opt_warmup = atof(v);
         else if (!strcmp(a, "--duration")) opt_duration = atof(v);
+        else if (!strcmp(a, "--messages")) opt_messages = atol(v);
         else if (!strcmp(a, "--cpu")) opt_cpu = atoi(v);
         else if (!strcmp(a, "--server-pid")) opt_server_pid = atol(v);
         else if (!strcmp(a, "--max-seconds")) opt_max_seconds = atoi(v);
@@ -277,7 +287,7 @@ int main(int argc, char **argv) {
         if (!measuring && t >= t_warm_end) {
             measuring = 1;
             t_measure_start = t;
-            cpu0 = proc_cpu_ticks(opt_server_pid);
+            cpu0 = proc_cpu_ns(opt_server_pid);
             ccpu0 = self_cpu_s();
         }
         if (measuring && t >= t_measure_end) break;
@@ -350,20 +360,24 @@ int main(int argc, char **argv) {
                 record(t - ts);
                 counted++;
             }
+            if (opt_messages && counted >= opt_messages) {
+                t_measure_end = t;        /* --messages: stop here */
+                break;
+            }
             queue_send((int)sl, t);
         }
         flush_sends();
+        if (opt_messages && counted >= opt_messages) break;
     }
     uint64_t t_end = now_ns();
     if (t_end > t_measure_end) t_end = t_measure_end;
-    cpu1 = proc_cpu_ticks(opt_server_pid);
+    cpu1 = proc_cpu_ns(opt_server_pid);
     ccpu1 = self_cpu_s();
     close(fd);
 
     double secs = (t_end - t_measure_start) / 1e9;
     double p50, p90, p99, p999;
     pct(0.50, &p50); pct(0.90, &p90); pct(0.99, &p99); pct(0.999, &p999);
-    long hz = sysconf(_SC_CLK_TCK);
     int ok = counted > 0 && mismatches == 0;
     printf("{\"ok\": %s, \"mode\": \"udp\", \"outstanding\": %d, "
            "\"size\": %zu, \"duration_s\": %.6f, \"messages\": %ld, "
@@ -375,8 +389,9 @@ int main(int argc, char **argv) {
            secs > 0 ? counted / secs : 0.0, p50, p90, p99, p999,
            max_lat_ns / 1000.0, lost, stale, mismatches, send_errors);
     if (cpu0 >= 0 && cpu1 >= 0)
-        printf("\"server_cpu_s\": %.4f, ", (double)(cpu1 - cpu0) / hz);
-    printf("\"client_cpu_s\": %.4f, \"clk_tck\": %ld, ", ccpu1 - ccpu0, hz);
+        printf("\"server_cpu_s\": %.6f, ", (cpu1 - cpu0) / 1e9);
+    printf("\"client_cpu_s\": %.6f, \"cpu_source\": \"schedstat\", ",
+           ccpu1 - ccpu0);
     json_str("first_error", first_error);
     if (!ok) {
         printf(", ");
