@@ -10,6 +10,7 @@
  * "<broadcast>") exactly as the socket module does. A datagram that would
  * block is queued whole and sent when the socket is writable.
  */
+#include "sockaddr.h"
 #include "transport.h"
 
 #include <arpa/inet.h>
@@ -108,49 +109,6 @@ dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 
 /* -- addresses ------------------------------------------------------------ */
 
-/* The address object the socket module would return for ss, or NULL with
- * no exception set for a family we leave to it. */
-static PyObject *
-make_address(const struct sockaddr_storage *ss, socklen_t len)
-{
-    char host[INET6_ADDRSTRLEN];
-    if (len == 0) {
-        Py_RETURN_NONE;
-    }
-    switch (ss->ss_family) {
-    case AF_INET: {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) == NULL) {
-            return NULL;
-        }
-        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
-    }
-    case AF_INET6: {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) == NULL) {
-            return NULL;
-        }
-        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port),
-                             (unsigned int)ntohl(a->sin6_flowinfo),
-                             (unsigned int)a->sin6_scope_id);
-    }
-    case AF_UNIX: {
-        const struct sockaddr_un *a = (const struct sockaddr_un *)ss;
-        size_t off = offsetof(struct sockaddr_un, sun_path);
-        size_t plen = len > off ? (size_t)len - off : 0;
-#ifdef __linux__
-        if (plen > 0 && a->sun_path[0] == '\0') { /* abstract namespace */
-            return PyBytes_FromStringAndSize(a->sun_path, (Py_ssize_t)plen);
-        }
-#endif
-        return PyUnicode_DecodeFSDefaultAndSize(
-            a->sun_path, (Py_ssize_t)strnlen(a->sun_path, plen));
-    }
-    default:
-        return NULL;
-    }
-}
-
 /* -- readiness ------------------------------------------------------------ */
 
 /* protocol.error_received(exc); steals exc. Its own failure is reported as
@@ -198,7 +156,11 @@ dgram_read(DatagramObject *self)
         return dgram_error_received(self, evpy_fetch_exc());
     }
     PyObject *data = PyBytes_FromStringAndSize(buf, n);
-    PyObject *addr = data ? make_address(&ss, sl) : NULL;
+    PyObject *addr = NULL;
+    if (data != NULL) {
+        addr = sl == 0 ? Py_NewRef(Py_None)
+                       : evpy_sockaddr_to_py((struct sockaddr *)&ss, sl);
+    }
     if (data != NULL && addr == NULL && !PyErr_Occurred()) {
         addr = PyObject_CallMethod(self->t.sock, "getpeername", NULL);
     }
@@ -240,6 +202,35 @@ dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
         Py_ssize_t n;
         do {
             n = send(self->t.io.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        PyBuffer_Release(&view);
+        if (n >= 0) {
+            return 1;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int parsed = self->t.family < 0 ? 1
+                 : evpy_sockaddr_from_py(self->t.family, addr, &ss, &sl);
+    if (parsed < 0) {
+        return -1;
+    }
+    if (parsed == 0) {
+        /* A numeric address: no socket.sendto() call (tuple, argument
+         * parsing, method lookup) per datagram. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        Py_ssize_t n;
+        do {
+            n = sendto(self->t.io.fd, view.buf, (size_t)view.len,
+                       MSG_NOSIGNAL, (struct sockaddr *)&ss, sl);
         } while (n < 0 && errno == EINTR);
         PyBuffer_Release(&view);
         if (n >= 0) {

@@ -117,57 +117,68 @@ sockaddr_accept(PyObject *mod, PyObject *arg)
     return Py_BuildValue("iN", conn, addr);
 }
 
-/* A numeric (host, port[, flowinfo, scope_id]) address of family as a
- * sockaddr; -1 with ValueError/TypeError if it is not one. */
-static int
-sockaddr_from_py(int family, PyObject *address, struct sockaddr_storage *ss,
-                 socklen_t *len)
+int
+evpy_sockaddr_from_py(int family, PyObject *address,
+                      struct sockaddr_storage *ss, socklen_t *len)
 {
-    const char *host;
-    int port;
-    unsigned int flowinfo = 0, scope_id = 0;
+    if (!PyTuple_Check(address)) {
+        return 1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(address);
+    if ((family != AF_INET || n != 2) && (family != AF_INET6 || n < 2
+                                          || n > 4)) {
+        return 1;
+    }
+    PyObject *host = PyTuple_GET_ITEM(address, 0);
+    PyObject *port = PyTuple_GET_ITEM(address, 1);
+    if (!PyUnicode_Check(host) || !PyLong_Check(port)) {
+        return 1;
+    }
+    const char *h = PyUnicode_AsUTF8(host);
+    if (h == NULL) {
+        PyErr_Clear(); /* not encodable: the socket module will say so */
+        return 1;
+    }
+    long p = PyLong_AsLong(port);
+    if (p < 0 || p > 65535) {
+        PyErr_Clear();
+        return 1; /* the socket module raises OverflowError for these */
+    }
     memset(ss, 0, sizeof(*ss));
     if (family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)ss;
-        if (!PyArg_ParseTuple(address, "si:connect", &host, &port)) {
-            return -1;
-        }
-        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) {
-            goto not_numeric;
+        if (inet_pton(AF_INET, h, &a->sin_addr) != 1) {
+            return 1;
         }
         a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port);
+        a->sin_port = htons((uint16_t)p);
         *len = sizeof(*a);
+        return 0;
     }
-    else if (family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-        if (!PyArg_ParseTuple(address, "si|II:connect", &host, &port,
-                              &flowinfo, &scope_id)) {
-            return -1;
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+    unsigned long flowinfo = 0, scope_id = 0;
+    if (n > 2) {
+        flowinfo = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(address, 2));
+        if (n > 3 && flowinfo != (unsigned long)-1) {
+            scope_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(address, 3));
         }
-        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
-            goto not_numeric;
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1;
         }
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port);
-        a->sin6_flowinfo = htonl(flowinfo);
-        a->sin6_scope_id = scope_id;
-        *len = sizeof(*a);
+        if (flowinfo > 0xfffff) {
+            return 1; /* the socket module raises OverflowError */
+        }
     }
-    else {
-        PyErr_SetString(PyExc_ValueError, "connect(): IPv4 or IPv6 only");
-        return -1;
+    if (inet_pton(AF_INET6, h, &a->sin6_addr) != 1) {
+        return 1;
     }
-    if (port < 0 || port > 65535) {
-        PyErr_SetString(PyExc_OverflowError,
-                        "connect(): port must be 0-65535.");
-        return -1;
-    }
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)p);
+    a->sin6_flowinfo = htonl((uint32_t)flowinfo);
+    a->sin6_scope_id = (uint32_t)scope_id;
+    *len = sizeof(*a);
     return 0;
-not_numeric:
-    PyErr_Format(PyExc_ValueError, "connect(): %s is not a numeric address",
-                 host);
-    return -1;
 }
 
 /* connect(family, type, proto, address) -> (fd, in_progress): a new
@@ -185,14 +196,19 @@ sockaddr_connect(PyObject *mod, PyObject *args)
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    if (sockaddr_from_py(family, address, &ss, &len) < 0) {
+    int rc = evpy_sockaddr_from_py(family, address, &ss, &len);
+    if (rc != 0) {
+        if (rc > 0) {
+            PyErr_SetString(PyExc_ValueError,
+                            "connect(): needs a numeric IPv4/IPv6 address");
+        }
         return NULL;
     }
     int fd = socket(family, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
     if (fd < 0) {
         return evpy_set_errno(-errno);
     }
-    int rc = connect(fd, (struct sockaddr *)&ss, len);
+    rc = connect(fd, (struct sockaddr *)&ss, len);
     int in_progress = 0;
     if (rc < 0) {
         if (errno == EINPROGRESS || errno == EINTR) {

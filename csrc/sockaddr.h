@@ -20,6 +20,13 @@ PyObject *evpy_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
  * this file does not convert. */
 PyObject *evpy_sockaddr_of_fd(int fd, int peer);
 
+/* A numeric IPv4 (host, port) or IPv6 (host, port[, flowinfo[, scope_id]])
+ * address of family as a sockaddr: 0, or 1 (no exception) for anything
+ * else (names, other families, out-of-range values: the socket module
+ * handles and reports those), -1 with an exception. */
+int evpy_sockaddr_from_py(int family, PyObject *address,
+                          struct sockaddr_storage *ss, socklen_t *len);
+
 /* Module functions: accept(fd), connect(family, type, proto, address),
  * sock_error(fd). */
 extern PyMethodDef evpy_sockaddr_methods[];

@@ -497,6 +497,16 @@ tr_attach(TransportObject *t, PyObject *args)
         return NULL;
     }
     Py_XSETREF(t->sock, Py_NewRef(sock));
+    t->family = -1;
+#ifdef SO_DOMAIN
+    if (kind == 3) {
+        /* Datagram transports parse numeric addresses themselves. */
+        socklen_t len = sizeof(t->family);
+        if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &t->family, &len) < 0) {
+            t->family = -1;
+        }
+    }
+#endif
     if (kind == 0) {
         /* TCP_NODELAY, as asyncio sets on every TCP transport; on other
          * stream sockets (Unix) the kernel refuses it, which is fine. */

@@ -150,7 +150,7 @@ class ConnectMixin:
                     and not self._debug:
                 info = numeric_addrinfo(host, port, family,
                                         socket.SOCK_STREAM, proto)
-                if info is not None:
+                if info is not None and 0 <= info[4][1] <= 65535:
                     return await self._connect_numeric(protocol_factory,
                                                        info)
             sock = await self._connect_host(

@@ -17,7 +17,7 @@ import socket
 import stat
 import sys
 
-from .sock import numeric_addrinfo
+from .sock import _SSLSocket, numeric_addrinfo
 
 logger = logging.getLogger('asyncio')
 
@@ -198,7 +198,8 @@ class DatagramMixin:
     async def sock_sendto(self, sock, data, address):
         """Send one datagram to address; return the number of bytes
         sent."""
-        self._check_sock(sock)
+        if isinstance(sock, _SSLSocket) or self._debug:
+            self._check_sock(sock)
         try:
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
@@ -208,7 +209,8 @@ class DatagramMixin:
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive one datagram: return (data, address)."""
-        self._check_sock(sock)
+        if isinstance(sock, _SSLSocket) or self._debug:
+            self._check_sock(sock)
         try:
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
@@ -218,7 +220,8 @@ class DatagramMixin:
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive one datagram into buf: return (nbytes, address)."""
-        self._check_sock(sock)
+        if isinstance(sock, _SSLSocket) or self._debug:
+            self._check_sock(sock)
         if not nbytes:
             nbytes = len(buf)
         try:

@@ -9,6 +9,7 @@ as soon as the operation's future is done, including on cancellation.
 
 import logging
 import socket
+from functools import partial
 from operator import methodcaller
 
 try:
@@ -141,10 +142,9 @@ class SockMixin:
         """Register callback(*args) for fd until fut is done."""
         add = self._add_writer if writer else self._add_reader
         handle = add(fd, callback, *args)
-        fut.add_done_callback(
-            lambda f: self._unwatch(fd, writer, handle))
+        fut.add_done_callback(partial(self._unwatch, fd, writer, handle))
 
-    def _unwatch(self, fd, writer, handle):
+    def _unwatch(self, fd, writer, handle, fut=None):
         # A newer sock_* call on the same fd replaced (and so cancelled)
         # our handle: the registration is no longer ours to remove.
         if self.is_closed() or handle.cancelled():

@@ -193,6 +193,51 @@ def test_ipv6(loop):
     run(loop, main())
 
 
+@pytest.mark.expect_handler_calls
+def test_sendto_address_forms(loop, errors):
+    """The address forms sendto() takes on an unconnected endpoint: numeric
+    IPv4, a host name, IPv6 2- and 4-tuples; and what a bad one gives."""
+    async def main():
+        a_tr, a = await loop.create_datagram_endpoint(
+            lambda: Proto(loop), local_addr=('127.0.0.1', 0))
+        port = a_tr.get_extra_info('sockname')[1]
+        b_tr, b = await loop.create_datagram_endpoint(
+            lambda: Proto(loop), local_addr=('127.0.0.1', 0))
+        b_tr.sendto(b'1', ('127.0.0.1', port))
+        b_tr.sendto(b'2', ('localhost', port))
+        await until(lambda: len(a.received) == 2)
+        assert sorted(d for d, _ in a.received) == [b'1', b'2']
+        # Out of range: the socket module's OverflowError is not an
+        # OSError, so it is a fatal write error that closes the transport.
+        b_tr.sendto(b'3', ('127.0.0.1', 70000))
+        await b.lost
+        assert b_tr.is_closing() and not b.errors
+        a_tr.close()
+        await a.lost
+
+    run(loop, main())
+    assert [type(c.get('exception')) for c in errors] == [OverflowError]
+
+
+@pytest.mark.skipif(not has_ipv6(), reason='::1 is not available')
+def test_sendto_ipv6_four_tuple(loop):
+    async def main():
+        a_tr, a = await loop.create_datagram_endpoint(
+            lambda: Proto(loop), local_addr=('::1', 0))
+        host, port = a_tr.get_extra_info('sockname')[:2]
+        b_tr, b = await loop.create_datagram_endpoint(
+            lambda: Proto(loop), local_addr=('::1', 0))
+        b_tr.sendto(b'two', (host, port))
+        b_tr.sendto(b'four', (host, port, 0, 0))
+        await until(lambda: len(a.received) == 2)
+        assert [d for d, _ in a.received] == [b'two', b'four']
+        a_tr.close()
+        b_tr.close()
+        await a.lost
+        await b.lost
+    run(loop, main())
+
+
 def test_resolves_host_names(loop):
     async def main():
         tr, pr = await loop.create_datagram_endpoint(
