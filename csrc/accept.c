@@ -1,4 +1,4 @@
-/* The accept loop: see accept.h. The Python side (evpy/server.py) keeps
+/* The accept loop and the transport over a connected fd: see accept.h. The Python side (evpy/server.py) keeps
  * the cold paths: debug mode, servers made through asyncio's private API,
  * and running out of descriptors. */
 #include "accept.h"
@@ -7,6 +7,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -41,70 +42,95 @@ server_attach(PyObject *server, PyObject *t)
     return rc;
 }
 
+/* A stream transport of type over the connected fd (non-blocking,
+ * close-on-exec), which this owns from the start (closed if it fails):
+ * extra as its extra info, protocol set, registered with server (or
+ * none), then connection_made, the first read and waiter_cb(waiter, None)
+ * scheduled as asyncio's transports schedule them. A new reference, or
+ * NULL with an exception. */
+static TransportObject *
+adopt(LoopObject *loop, PyTypeObject *type, int fd, int family,
+      int socktype, int proto, PyObject *protocol, PyObject *extra,
+      PyObject *server, PyObject *waiter, PyObject *waiter_cb)
+{
+    evpy_state *st = loop->st;
+    PyObject *cb = NULL;
+    /* cls.__new__(cls): StreamTransport's tp_new, which the Python
+     * subclass inherits (it defines no __new__). */
+    TransportObject *t = (TransportObject *)type->tp_new(type, st->empty_tuple,
+                                                         NULL);
+    if (t == NULL) {
+        (void)close(fd);
+        return NULL;
+    }
+    Py_XSETREF(t->io.extra, Py_NewRef(extra));
+    if (evpy_tr_attach_fd(t, loop, fd, family, socktype, proto) < 0) {
+        (void)close(fd);
+        Py_DECREF(t);
+        return NULL;
+    }
+    /* From here the transport owns fd. */
+    if (evpy_stream_set_protocol(t, protocol) < 0) {
+        goto fail;
+    }
+    if (server != NULL) {
+        if (server_attach(server, (PyObject *)t) < 0) {
+            goto fail;
+        }
+        t->server = Py_NewRef(server);
+    }
+    cb = PyObject_GetAttr(protocol, st->str_connection_made);
+    if (cb == NULL || evpy_loop_call_soon(loop, cb, (PyObject *)t) < 0) {
+        goto fail;
+    }
+    Py_SETREF(cb, PyObject_GetAttr((PyObject *)t, st->str_start_reading));
+    if (cb == NULL || evpy_loop_call_soon(loop, cb, NULL) < 0) {
+        goto fail;
+    }
+    Py_CLEAR(cb);
+    if (waiter != NULL && waiter != Py_None) {
+        PyObject *args[2] = {waiter, Py_None};
+        if (evpy_loop_call_soon_n(loop, waiter_cb, args, 2) < 0) {
+            goto fail;
+        }
+    }
+    return t;
+
+fail:
+    evpy_tr_discard(t);
+    Py_XDECREF(cb);
+    Py_DECREF(t);
+    return NULL;
+}
+
 /* Makes the transport for one accepted fd (which this owns from the
- * start): protocol_factory(), the transport with asyncio's extra info,
- * the server's bookkeeping, then connection_made and the first read
- * scheduled as asyncio schedules them. -1 with an exception. */
+ * start): protocol_factory(), then adopt() with asyncio's extra info and
+ * the server's bookkeeping. -1 with an exception. */
 static int
 accept_one(accept_args *a, int fd, PyObject *addr)
 {
     evpy_state *st = a->loop->st;
-    PyObject *protocol = NULL, *extra = NULL, *cb = NULL;
-    TransportObject *t = NULL;
-
-    protocol = PyObject_CallNoArgs(a->factory);
-    extra = PyDict_New();
-    if (protocol == NULL || extra == NULL
+    PyObject *protocol = PyObject_CallNoArgs(a->factory);
+    PyObject *extra = protocol ? PyDict_New() : NULL;
+    if (extra == NULL
         || PyDict_SetItem(extra, st->str_peername, addr) < 0
         || (a->sockname != Py_None
             && PyDict_SetItem(extra, st->str_sockname, a->sockname) < 0)) {
-        goto fail_fd;
+        (void)close(fd);
+        Py_XDECREF(extra);
+        Py_XDECREF(protocol);
+        return -1;
     }
-    /* cls.__new__(cls): StreamTransport's tp_new, which the Python
-     * subclass inherits (it defines no __new__). */
-    t = (TransportObject *)a->transport_type->tp_new(a->transport_type,
-                                                      st->empty_tuple, NULL);
-    if (t == NULL) {
-        goto fail_fd;
-    }
-    Py_XSETREF(t->io.extra, extra);
-    extra = NULL;
-    if (evpy_tr_attach_fd(t, a->loop, fd, a->family, a->socktype, a->proto)
-        < 0) {
-        goto fail_fd;
-    }
-    /* From here the transport owns fd. */
-    if (evpy_stream_set_protocol(t, protocol) < 0
-        || server_attach(a->server, (PyObject *)t) < 0) {
-        goto fail_transport;
-    }
-    t->server = Py_NewRef(a->server);
-    cb = PyObject_GetAttr(protocol, st->str_connection_made);
-    if (cb == NULL
-        || evpy_loop_call_soon(a->loop, cb, (PyObject *)t) < 0) {
-        goto fail_transport;
-    }
-    Py_SETREF(cb, PyObject_GetAttr((PyObject *)t, st->str_start_reading));
-    if (cb == NULL || evpy_loop_call_soon(a->loop, cb, NULL) < 0) {
-        goto fail_transport;
-    }
-    Py_DECREF(cb);
+    TransportObject *t = adopt(a->loop, a->transport_type, fd, a->family,
+                               a->socktype, a->proto, protocol, extra,
+                               a->server, NULL, NULL);
+    Py_DECREF(extra);
     Py_DECREF(protocol);
+    if (t == NULL) {
+        return -1;
+    }
     Py_DECREF(t);
     return 0;
-
-fail_fd:
-    (void)close(fd);
-    Py_XDECREF(t);
-    Py_XDECREF(extra);
-    Py_XDECREF(protocol);
-    return -1;
-fail_transport:
-    evpy_tr_discard(t);
-    Py_XDECREF(cb);
-    Py_DECREF(t);
-    Py_DECREF(protocol);
-    return -1;
 }
 
 /* The listening socket's fd, -1 once it is closed (a protocol factory may
@@ -223,7 +249,45 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(n);
 }
 
+/* adopt_stream(loop, transport_type, fd, (family, type, proto), protocol,
+ *              extra, waiter, waiter_cb) -> transport
+ * The transport of a connection made in C (create_connection's numeric
+ * path): see adopt(). The fd is this call's from the start. */
+static PyObject *
+adopt_stream(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    evpy_state *st = evpy_get_state(mod);
+    int family, socktype, proto;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "adopt_stream() takes 8 arguments");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[2]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "adopt_stream(): bad fd");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->LoopType) || !PyType_Check(args[1])
+        || !PyType_IsSubtype((PyTypeObject *)args[1], st->StreamType)
+        || !PyDict_Check(args[5])
+        || !PyArg_ParseTuple(args[3], "iii", &family, &socktype, &proto)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "adopt_stream(): bad arguments");
+        }
+        (void)close((int)fd);
+        return NULL;
+    }
+    return (PyObject *)adopt((LoopObject *)args[0], (PyTypeObject *)args[1],
+                             (int)fd, family, socktype, proto, args[4],
+                             args[5], NULL, args[6], args[7]);
+}
+
 PyMethodDef evpy_accept_methods[] = {
+    {"adopt_stream", (PyCFunction)(void (*)(void))adopt_stream,
+     METH_FASTCALL, NULL},
     {"accept_connections", (PyCFunction)(void (*)(void))accept_connections,
      METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},

@@ -211,6 +211,9 @@ void evpy_loop_io_detach(LoopObject *loop, IOObject *io);
 /* Schedules callable(arg), or callable() if arg is NULL, with call_soon
  * semantics. */
 int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
+/* Schedules callable(*args) with call_soon semantics. */
+int evpy_loop_call_soon_n(LoopObject *loop, PyObject *callable,
+                          PyObject *const *args, Py_ssize_t nargs);
 /* The loop's shared read buffer of EVPY_READBUF_SIZE bytes. */
 #define EVPY_READBUF_SIZE (256 * 1024)
 char *evpy_loop_readbuf(LoopObject *loop);

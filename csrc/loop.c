@@ -746,11 +746,18 @@ evpy_io_copy_context(IOObject *io, int which)
 int
 evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
 {
+    return evpy_loop_call_soon_n(self, callable, &arg, arg != NULL);
+}
+
+int
+evpy_loop_call_soon_n(LoopObject *self, PyObject *callable,
+                      PyObject *const *args, Py_ssize_t nargs)
+{
     if (loop_check_closed(self) < 0) {
         return -1;
     }
     HandleObject *h = evpy_handle_new(self, self->st->HandleType, callable,
-                                      &arg, arg != NULL, NULL);
+                                      args, nargs, NULL);
     if (h == NULL) {
         return -1;
     }

@@ -16,8 +16,8 @@ import sys
 from asyncio import staggered
 
 from . import _core
-from .sock import check_ssl_socket, numeric_addrinfo
-from .transports import SocketTransport
+from .sock import _future_set_result, check_ssl_socket, numeric_addrinfo
+from .transports import SocketTransport, _set_result_unless_cancelled
 
 logger = logging.getLogger('asyncio')
 
@@ -46,6 +46,29 @@ def _bind_error(laddr, exc):
     return OSError(exc.errno,
                    f'error while attempting to bind on address {laddr!r}: '
                    f'{text}')
+
+
+_NOT_GIVEN = object()
+_numeric_targets = {}
+
+
+def _numeric_target(host, port, family, proto):
+    """The one address create_connection() connects to when host is
+    numeric (no resolution, one socket), or None; remembered for the hosts
+    a program connects to again and again."""
+    key = (host, port, family, proto)
+    cacheable = type(host) is str and type(port) is int
+    info = _numeric_targets.get(key) if cacheable else None
+    if info is None:
+        info = numeric_addrinfo(host, port, family, socket.SOCK_STREAM,
+                                proto)
+        if info is None or not 0 <= info[4][1] <= 65535:
+            return None
+        if cacheable:
+            if len(_numeric_targets) >= 256:
+                _numeric_targets.clear()
+            _numeric_targets[key] = info
+    return info
 
 
 class ConnectMixin:
@@ -89,34 +112,32 @@ class ConnectMixin:
         finally:
             exceptions = mine = None
 
-    if _PY312:
-        async def create_connection(
-                self, protocol_factory, host=None, port=None,
-                *, ssl=None, family=0, proto=0, flags=0, sock=None,
-                local_addr=None, server_hostname=None,
-                ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
-                happy_eyeballs_delay=None, interleave=None, all_errors=False):
-            """Open a TCP connection to host:port (or wrap a connected
-            sock); return (transport, protocol)."""
-            return await self._create_connection(
-                protocol_factory, host, port, ssl, family, proto, flags,
-                sock, local_addr, server_hostname, ssl_handshake_timeout,
-                ssl_shutdown_timeout, happy_eyeballs_delay, interleave,
-                all_errors)
-    else:
-        async def create_connection(
-                self, protocol_factory, host=None, port=None,
-                *, ssl=None, family=0, proto=0, flags=0, sock=None,
-                local_addr=None, server_hostname=None,
-                ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
-                happy_eyeballs_delay=None, interleave=None):
-            """Open a TCP connection to host:port (or wrap a connected
-            sock); return (transport, protocol)."""
-            return await self._create_connection(
-                protocol_factory, host, port, ssl, family, proto, flags,
-                sock, local_addr, server_hostname, ssl_handshake_timeout,
-                ssl_shutdown_timeout, happy_eyeballs_delay, interleave,
-                False)
+    async def create_connection(
+            self, protocol_factory, host=None, port=None,
+            *, ssl=None, family=0, proto=0, flags=0, sock=None,
+            local_addr=None, server_hostname=None,
+            ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+            happy_eyeballs_delay=None, interleave=None,
+            all_errors=_NOT_GIVEN):
+        """Open a TCP connection to host:port (or wrap a connected sock);
+        return (transport, protocol)."""
+        if all_errors is _NOT_GIVEN:
+            all_errors = False
+        elif not _PY312:
+            raise TypeError("create_connection() got an unexpected keyword "
+                            "argument 'all_errors'")
+        if (host is not None and ssl is None and sock is None
+                and local_addr is None and not all_errors
+                and server_hostname is None and ssl_handshake_timeout is None
+                and ssl_shutdown_timeout is None and not self._debug):
+            info = _numeric_target(host, port, family, proto)
+            if info is not None:
+                return await self._connect_numeric(protocol_factory, info)
+        return await self._create_connection(
+            protocol_factory, host, port, ssl, family, proto, flags, sock,
+            local_addr, server_hostname, ssl_handshake_timeout,
+            ssl_shutdown_timeout, happy_eyeballs_delay, interleave,
+            all_errors)
 
     async def _create_connection(
             self, protocol_factory, host, port, ssl, family, proto, flags,
@@ -146,13 +167,6 @@ class ConnectMixin:
             if sock is not None:
                 raise ValueError(
                     'host/port and sock can not be specified at the same time')
-            if not ssl and local_addr is None and not all_errors \
-                    and not self._debug:
-                info = numeric_addrinfo(host, port, family,
-                                        socket.SOCK_STREAM, proto)
-                if info is not None and 0 <= info[4][1] <= 65535:
-                    return await self._connect_numeric(protocol_factory,
-                                                       info)
             sock = await self._connect_host(
                 host, port, family, proto, flags, local_addr,
                 happy_eyeballs_delay, interleave, all_errors)
@@ -184,7 +198,14 @@ class ConnectMixin:
         fd, in_progress = _core.connect(family, type_, proto, address)
         try:
             if in_progress:
-                await self._wait_writable(fd)
+                fut = self.create_future()
+                handle = self._add_writer(fd, _future_set_result, fut, None)
+                try:
+                    await fut
+                finally:
+                    # Unless a later registration replaced ours.
+                    if not handle.cancelled():
+                        self.remove_writer(fd)
                 err = _core.sock_error(fd)
                 if err:
                     raise OSError(err, f'Connect call failed {address}')
@@ -195,8 +216,10 @@ class ConnectMixin:
         waiter = self.create_future()
         # getpeername() would give back exactly this IPv4 address.
         extra = {'peername': address} if family == socket.AF_INET else {}
-        transport = SocketTransport._adopt(
-            self, fd, (family, type_, proto), protocol, extra, waiter)
+        # Owns fd from here (closes it if this raises).
+        transport = _core.adopt_stream(
+            self, SocketTransport, fd, (family, type_, proto), protocol,
+            extra, waiter, _set_result_unless_cancelled)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
