@@ -22,10 +22,12 @@ on its allocation history).
   per 64 KiB -- one allocation and one copy per delivery, never more than
   64 KiB (below glibc's mmap threshold);
 * writes: application data is encrypted at most 112 KiB (seven records)
-  at a time, by offset into the backlog (no slice copies), and each
-  piece's records go to the socket transport at once, read out of the BIO
-  in pieces under 128 KiB.  What reaches the socket transport when, and so
-  pause_writing()/get_write_buffer_size(), is exactly asyncio's;
+  at a time, by offset into the backlog (no slice copies); the records are
+  read out of the BIO in pieces under 128 KiB and handed to the socket
+  transport up to four pieces per ``writelines()`` (one writev() for about
+  480 KiB instead of a send() per piece).  What reaches the socket transport
+  within one write call, and so pause_writing()/get_write_buffer_size()
+  after it, is asyncio's;
 * so a connection holds no read buffer of its own.
 
 ``BufferedProtocol`` applications keep asyncio's path: the records are
@@ -39,6 +41,7 @@ READ_SIZE = 256 * 1024     # ciphertext per socket read (shared buffer)
 CHUNK = 64 * 1024          # plaintext per data_received (shared buffer)
 WRITE_CHUNK = 112 * 1024   # plaintext per SSL write: 7 records
 OUT_CHUNK = 120 * 1024     # ciphertext per transport.write (< 128 KiB)
+OUT_BATCH = 4              # pieces per transport.writelines (one writev)
 
 _WRAPPED = sslproto.SSLProtocolState.WRAPPED
 _FLUSHING = sslproto.SSLProtocolState.FLUSHING
@@ -193,6 +196,9 @@ class RecordProtocol(sslproto.SSLProtocol):
         backlog = self._write_backlog
         write = _raw(self._sslobj).write
         flush = not self._ssl_writing_paused
+        # Records ready for the socket, handed over a few pieces at a time
+        # with writelines(): one writev() instead of a send() per piece.
+        out = []
         try:
             while backlog:
                 data = backlog[0]
@@ -211,10 +217,20 @@ class RecordProtocol(sslproto.SSLProtocol):
                     self._write_pos = 0
                     del backlog[0]
                 if flush:
-                    self._flush_outgoing()
+                    self._take_outgoing(out)
+                    if len(out) >= OUT_BATCH:
+                        self._transport.writelines(out)
+                        out.clear()
         except _AGAIN:
             pass
+        if out:
+            self._transport.writelines(out)
         self._process_outgoing()
+
+    def _take_outgoing(self, out):
+        outgoing = self._outgoing
+        while outgoing.pending:
+            out.append(outgoing.read(OUT_CHUNK))
 
     def _flush_outgoing(self):
         outgoing = self._outgoing
