@@ -73,9 +73,19 @@ evpy_waker_wake(evpy_waker_t *w)
 void
 evpy_waker_drain(evpy_waker_t *w)
 {
-    char buf[64];
     ssize_t n;
+#if EVPY_HAVE_EVENTFD
+    /* One read resets an eventfd's counter: no second read to see EAGAIN. */
+    uint64_t count;
+    do {
+        n = read(w->rfd, &count, sizeof(count));
+    } while (n < 0 && errno == EINTR);
+#else
+    /* A pipe: read until a short read says it is empty. */
+    char buf[64];
     do {
         n = read(w->rfd, buf, sizeof(buf));
-    } while (n > 0 || (n < 0 && errno == EINTR));
+    } while (n == (ssize_t)sizeof(buf) || (n < 0 && errno == EINTR));
+#endif
+    (void)n;
 }
