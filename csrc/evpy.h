@@ -53,6 +53,7 @@ typedef struct {
     PyObject *str_on_slow_callback;
     PyObject *str_extract_stack;
     PyObject *str_handle_repr;
+    PyObject *str_handle;      /* "_handle" */
     PyObject *kwnames_loop;    /* ("loop",) */
     PyObject *str_Task;
     PyObject *str_create_task_slow;
@@ -72,6 +73,10 @@ typedef struct {
     /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
      * context */
     PyObject *kwnames_task[4];
+    /* What call_soon_threadsafe() returns where asyncio has a thread-safe
+     * handle class: evpy.loop.ThreadSafeHandle, a subclass of it wrapping
+     * our Handle (set from Python; NULL: the Handle itself). */
+    PyObject *ts_handle_type;
 } evpy_state;
 
 extern PyModuleDef evpy_module_def;
@@ -145,6 +150,11 @@ typedef struct LoopObject {
     PyObject *current_handle;    /* debug mode only */
     PyObject *task_factory;      /* set_task_factory(), NULL for none */
     PyObject *weakreflist;
+    /* Held by the loop thread while it runs a call_soon_threadsafe()
+     * handle: cancel()/cancelled() from another thread wait on it until
+     * the callback has returned (asyncio's thread-safe handle contract). */
+    PyThread_type_lock ts_lock;
+    char ts_held;
     /* health (csrc/stats.h): always-on counters; `detail` = opt-in
      * per-callback timing */
     char detail;
@@ -229,6 +239,7 @@ typedef struct HandleObject {
     char cancelled;
     char running;
     char is_timer;
+    char threadsafe;             /* made by call_soon_threadsafe() */
     evpy_timer_t timer;          /* TimerHandle: heap entry */
     double when;                 /* TimerHandle: float time as given */
     PyObject *args[1];           /* ob_size items, owned */
