@@ -212,6 +212,11 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _PY313:
+                    # As asyncio from 3.14 (and 3.13's later releases): a
+                    # cancelled server closes its connections too, so
+                    # waiting for them cannot hang on an idle client.
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise

@@ -14,6 +14,7 @@ from nethelpers import Client, Echo, has_ipv6, run
 TIMEOUT = 20.0
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
+PY314 = sys.version_info >= (3, 14)
 
 
 async def roundtrip(loop, addr, family=socket.AF_INET, msg=b'ping'):
@@ -418,6 +419,33 @@ def test_close_stops_serve_forever(loop):
         with pytest.raises(asyncio.CancelledError):
             await task
         await server.wait_closed()
+    run(loop, main())
+
+
+@pytest.mark.skipif(not PY314, reason="3.14: a cancelled serve_forever() "
+                    "closes the server's connections")
+def test_cancelled_serve_forever_closes_idle_clients(loop):
+    async def main():
+        connected = loop.create_future()
+
+        class Idle(asyncio.Protocol):
+            def connection_made(self, transport):
+                connected.set_result(transport)
+
+        server = await loop.create_server(Idle, '127.0.0.1', 0)
+        task = asyncio.ensure_future(server.serve_forever())
+        tr, pr = await loop.create_connection(
+            lambda: Client(loop), *server.sockets[0].getsockname())
+        accepted = await connected
+        task.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await server.wait_closed()
+            await pr.lost
+        assert accepted.is_closing()
+        assert not server.is_serving()
+        tr.close()
     run(loop, main())
 
 
