@@ -84,6 +84,8 @@ class TLSMixin:
         # Pause first so that no data reaches ssl_protocol before its
         # connection_made(); bytes already received stay in the socket.
         transport.pause_reading()
+        if server_side:
+            _move_stream_buffer(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
         resume_cb = self.call_soon(transport.resume_reading)
@@ -93,8 +95,25 @@ class TLSMixin:
             transport.close()
             conmade_cb.cancel()
             resume_cb.cancel()
+            # The exception's traceback holds this frame, and the waiter
+            # holds the exception: drop the waiter so that a failed
+            # handshake leaves no reference cycle keeping the transport.
+            waiter = None
             raise
         return ssl_protocol._app_transport
+
+
+def _move_stream_buffer(protocol, ssl_protocol):
+    """A server's StreamReader may already hold the start of the TLS
+    handshake (the client sent its ClientHello before the server called
+    start_tls()): hand those bytes to the TLS layer, as asyncio does."""
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, '_stream_reader', None)
+    buffer = getattr(reader, '_buffer', None)
+    if buffer:
+        ssl_protocol._incoming.write(buffer)
+        buffer.clear()
 
 
 class _TLSServerProtocol:
