@@ -34,6 +34,12 @@ _PY313 = sys.version_info >= (3, 13)
 _PY314 = sys.version_info >= (3, 14)
 
 
+# asyncio.iscoroutinefunction() is deprecated from 3.14 (it warns); asyncio
+# itself calls its private twin, which older versions do not have.
+_iscoroutinefunction = getattr(asyncio.coroutines, '_iscoroutinefunction',
+                               None) or asyncio.iscoroutinefunction
+
+
 def _debug_mode_default():
     """asyncio's default: -X dev or PYTHONASYNCIODEBUG (asked through
     asyncio's own helper where it has one, so patching it works alike)."""
@@ -342,7 +348,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError(f'coroutines cannot be used with {method}()')
         if not callable(callback):
             raise TypeError(f'a callable object was expected by {method}(), '
@@ -633,7 +639,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     def add_signal_handler(self, sig, callback, *args):
         """Run callback(*args) from the loop whenever signal sig arrives."""
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError('coroutines cannot be used with '
                             'add_signal_handler()')
         self._check_signal(sig)
