@@ -21,7 +21,7 @@ import traceback
 import warnings
 import weakref
 
-from . import _core, _format, health, transports
+from . import _core, _format, health, tls_records, transports
 from .net import NetMixin
 from .datagram import DatagramMixin
 from .pipes import PipesMixin
@@ -144,6 +144,14 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         self._health_incidents = collections.deque(maxlen=10)
         self._health_incident_count = 0
         self.set_debug(_debug_mode_default())
+
+    @property
+    def _tls_fast_path(self):
+        """True when TLS connections use evpy's record data path
+        (tls_records.RecordProtocol), False when asyncio's SSLProtocol on
+        this Python lacks what it needs (tls_records.FAST_PATH_PROBLEMS)
+        and connections use asyncio's stock data path."""
+        return tls_records.FAST_PATH
 
     def __repr__(self):
         return (f'<{type(self).__name__} running={self.is_running()} '

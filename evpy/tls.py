@@ -25,7 +25,7 @@ import logging
 
 from asyncio import constants
 
-from .tls_records import RecordProtocol
+from . import tls_records
 
 try:
     import ssl
@@ -48,7 +48,7 @@ class TLSMixin:
         """Wrap a connected socket in a TLS transport for protocol; the
         handshake starts when the socket transport calls
         SSLProtocol.connection_made, and waiter gets its outcome."""
-        ssl_protocol = RecordProtocol(
+        ssl_protocol = tls_records.protocol_class()(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -74,7 +74,7 @@ class TLSMixin:
                 f'transport {transport!r} is not supported by start_tls()')
 
         waiter = self.create_future()
-        ssl_protocol = RecordProtocol(
+        ssl_protocol = tls_records.protocol_class()(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -135,7 +135,7 @@ class _TLSServerProtocol:
         loop = self.loop
         protocol = self.protocol_factory()
         waiter = loop.create_future()
-        ssl_protocol = RecordProtocol(
+        ssl_protocol = tls_records.protocol_class()(
             loop, protocol, self.sslcontext, waiter, True, None,
             ssl_handshake_timeout=self.ssl_handshake_timeout,
             ssl_shutdown_timeout=self.ssl_shutdown_timeout)
