@@ -17,6 +17,7 @@ typedef struct {
     PyObject *sockname;         /* None unless the listener's is fixed */
     PyObject *server;
     int family, socktype, proto;
+    int bind_context;           /* 3.15: each connection runs in its ctx */
 } accept_args;
 
 /* Makes the transport for one accepted fd (which this owns from the
@@ -24,7 +25,7 @@ typedef struct {
  * the server's bookkeeping, then connection_made and the first read
  * scheduled as asyncio schedules them. -1 with an exception. */
 static int
-accept_one(accept_args *a, int fd, PyObject *addr)
+accept_one(accept_args *a, int fd, PyObject *addr, PyObject *ctx)
 {
     evpy_state *st = a->loop->st;
     PyObject *protocol = NULL, *extra = NULL, *cb = NULL;
@@ -64,13 +65,23 @@ accept_one(accept_args *a, int fd, PyObject *addr)
     }
     Py_DECREF(r);
     t->server = Py_NewRef(a->server);
+    /* 3.15: the protocol's callbacks and the I/O events run in ctx itself
+     * (what connection_made() sets, data_received() sees); before, each
+     * handle runs in a copy of it, as asyncio's do. */
+    PyObject *run_in = NULL;
+    if (a->bind_context) {
+        Py_XSETREF(t->io.ctx[EVPY_IO_CTX_READ], Py_NewRef(ctx));
+        Py_XSETREF(t->io.ctx[EVPY_IO_CTX_WRITE], Py_NewRef(ctx));
+        t->io.ctx_bound = 1;
+        run_in = ctx;
+    }
     cb = PyObject_GetAttr(protocol, st->str_connection_made);
     if (cb == NULL
-        || evpy_loop_call_soon(a->loop, cb, (PyObject *)t) < 0) {
+        || evpy_loop_call_soon_in(a->loop, cb, (PyObject *)t, run_in) < 0) {
         goto fail_transport;
     }
     Py_SETREF(cb, PyObject_GetAttr((PyObject *)t, st->str_start_reading));
-    if (cb == NULL || evpy_loop_call_soon(a->loop, cb, NULL) < 0) {
+    if (cb == NULL || evpy_loop_call_soon_in(a->loop, cb, NULL, run_in) < 0) {
         goto fail_transport;
     }
     Py_DECREF(cb);
@@ -110,7 +121,8 @@ listener_fd(evpy_state *st, PyObject *sock)
 }
 
 /* accept_connections(loop, sock, backlog, protocol_factory, transport_type,
- *                    (family, type, proto), sockname, server) -> int
+ *                    (family, type, proto), sockname, server
+ *                    [, bind_context]) -> int
  * Accepts up to backlog connections (until accept() would block), each
  * set up in its own copy of the current context. Returns how many; OSError
  * from accept() itself (the caller handles EMFILE and friends). A
@@ -124,10 +136,17 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     accept_args a;
     PyObject *sock, *kind;
     Py_ssize_t backlog;
-    if (nargs != 8) {
+    if (nargs != 8 && nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
-                        "accept_connections() takes 8 arguments");
+                        "accept_connections() takes 8 or 9 arguments");
         return NULL;
+    }
+    a.bind_context = 0;
+    if (nargs == 9) {
+        a.bind_context = PyObject_IsTrue(args[8]);
+        if (a.bind_context < 0) {
+            return NULL;
+        }
     }
     a.loop = (LoopObject *)args[0];
     sock = args[1];
@@ -183,7 +202,7 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(ctx);
             return NULL;
         }
-        int rc = accept_one(&a, fd, addr);
+        int rc = accept_one(&a, fd, addr, ctx);
         PyObject *exc = rc < 0 ? evpy_fetch_exc() : NULL;
         if (PyContext_Exit(ctx) < 0) {
             PyErr_WriteUnraisable(ctx);

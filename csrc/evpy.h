@@ -199,6 +199,10 @@ struct IOObject {
      * reading starts or resumes, [EVPY_IO_CTX_WRITE] when writing has to
      * wait. NULL: the loop's current context. */
     PyObject *ctx[2];
+    /* 3.15: the transport's own context (transport._context), which both
+     * directions' events run in, as asyncio 3.15 registers a transport's
+     * reader and writer with its context: ctx[] then stays as set. */
+    char ctx_bound;
     int fd;
 };
 
@@ -219,6 +223,9 @@ void evpy_loop_io_detach(LoopObject *loop, IOObject *io);
 /* Schedules callable(arg), or callable() if arg is NULL, with call_soon
  * semantics. */
 int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
+/* The same in `context` (NULL: a copy of the current one). */
+int evpy_loop_call_soon_in(LoopObject *loop, PyObject *callable,
+                           PyObject *arg, PyObject *context);
 /* The loop's shared read buffer of EVPY_READBUF_SIZE bytes. */
 #define EVPY_READBUF_SIZE (256 * 1024)
 char *evpy_loop_readbuf(LoopObject *loop);

@@ -758,6 +758,9 @@ evpy_loop_io_detach(LoopObject *self, IOObject *io)
 int
 evpy_io_copy_context(IOObject *io, int which)
 {
+    if (io->ctx_bound) {
+        return 0; /* 3.15: the transport's context, kept */
+    }
     PyObject *ctx = PyContext_CopyCurrent();
     if (ctx == NULL) {
         return -1;
@@ -769,11 +772,18 @@ evpy_io_copy_context(IOObject *io, int which)
 int
 evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
 {
+    return evpy_loop_call_soon_in(self, callable, arg, NULL);
+}
+
+int
+evpy_loop_call_soon_in(LoopObject *self, PyObject *callable, PyObject *arg,
+                       PyObject *context)
+{
     if (loop_check_closed(self) < 0) {
         return -1;
     }
     HandleObject *h = evpy_handle_new(self, self->st->HandleType, callable,
-                                      &arg, arg != NULL, NULL);
+                                      &arg, arg != NULL, context);
     if (h == NULL) {
         return -1;
     }

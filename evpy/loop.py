@@ -577,10 +577,11 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     # -- transports -----------------------------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None):
-        """Wrap a connected non-blocking stream socket in a transport."""
+                               extra=None, server=None, context=None):
+        """Wrap a connected non-blocking stream socket in a transport
+        (whose protocol callbacks run in `context`, when given)."""
         return transports.SocketTransport(self, sock, protocol, waiter,
-                                          extra, server)
+                                          extra, server, context)
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):

@@ -44,17 +44,19 @@ class TLSMixin:
             *, server_side=False, server_hostname=None,
             extra=None, server=None,
             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+            context=None):
         """Wrap a connected socket in a TLS transport for protocol; the
         handshake starts when the socket transport calls
-        SSLProtocol.connection_made, and waiter gets its outcome."""
+        SSLProtocol.connection_made, and waiter gets its outcome. With a
+        context (3.15), the protocols' callbacks run in it."""
         ssl_protocol = tls_records.protocol_class()(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra,
-                                    server=server)
+                                    server=server, context=context)
         return ssl_protocol._app_transport
 
     async def start_tls(self, transport, protocol, sslcontext, *,
