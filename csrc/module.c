@@ -315,6 +315,11 @@ static PyModuleDef_Slot module_slots[] = {
 #if PY_VERSION_HEX >= 0x030C0000
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
+#ifdef Py_mod_gil
+    /* Not Py_MOD_GIL_NOT_USED: call_soon_threadsafe() and the loop share
+     * the ready ring, protected by the GIL only (docs/free-threading.md). */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 
