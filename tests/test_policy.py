@@ -295,3 +295,14 @@ def test_runner_ctrl_c_cancels_main_task(kind):
     assert state.get("cancelled") is True
     assert "timed_out" not in state
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.evpy_only
+def test_policy_without_asyncio_policies(kind, evpy_mod):
+    # Python 3.16 removes asyncio's policies: `import evpy` must keep
+    # working, and making a policy must say what to use instead.
+    from evpy import policy as policy_mod
+    stand_in = policy_mod._policy_class(None)
+    with pytest.raises(RuntimeError, match="loop_factory"):
+        stand_in()
+    assert evpy_mod.run(asyncio.sleep(0, "still")) == "still"
