@@ -6,6 +6,7 @@ Every connected socket becomes a transport through the loop's
 """
 
 import collections
+import contextvars
 import functools
 import itertools
 import logging
@@ -23,6 +24,7 @@ logger = logging.getLogger('asyncio')
 
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
+_PY315 = sys.version_info >= (3, 15)
 
 
 def _interleave_addrinfos(infos, first_family_count=1):
@@ -258,8 +260,12 @@ class ConnectMixin:
     async def _create_connection_transport(
             self, sock, protocol_factory, ssl=None, server_hostname=None,
             server_side=False, ssl_handshake_timeout=None,
-            ssl_shutdown_timeout=None):
+            ssl_shutdown_timeout=None, context=None):
         sock.setblocking(False)
+        if context is None and _PY315:
+            # 3.15: the connection's protocol runs in a copy of the
+            # context it was made in (its I/O events too).
+            context = contextvars.copy_context()
         protocol = protocol_factory()
         waiter = self.create_future()
         if ssl:
@@ -268,9 +274,10 @@ class ConnectMixin:
                 sock, protocol, sslcontext, waiter,
                 server_side=server_side, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
+                ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
         else:
-            transport = self._make_socket_transport(sock, protocol, waiter)
+            transport = self._make_socket_transport(sock, protocol, waiter,
+                                                    context=context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
