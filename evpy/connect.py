@@ -197,8 +197,11 @@ class ConnectMixin:
         waiter = self.create_future()
         # getpeername() would give back exactly this IPv4 address.
         extra = {'peername': address} if family == socket.AF_INET else {}
+        # 3.15: as in _create_connection_transport.
+        context = contextvars.copy_context() if _PY315 else None
         transport = SocketTransport._adopt(
-            self, fd, (family, type_, proto), protocol, extra, waiter)
+            self, fd, (family, type_, proto), protocol, extra, waiter,
+            context=context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
