@@ -436,6 +436,7 @@ def _pidfd_links():
 
 
 @pytest.mark.skipif(not hasattr(os, 'pidfd_open'), reason='needs pidfds')
+@pytest.mark.expect_handler_calls
 def test_pidfd_closed_when_waitpid_fails(loop, kind):
     # An unexpected waitpid() error goes to the exception handler, and the
     # pidfd is closed (and no longer polled) all the same.

@@ -242,7 +242,7 @@ def _fake_sslproto(**changes):
 def test_check_sslproto_finds_changes(kind, evpy_mod, change, expect):
     from evpy import tls_records
     problems = tls_records.check_sslproto(_fake_sslproto(**change))
-    assert len(problems) == 1 and expect in problems[0], problems
+    assert any(expect in p for p in problems), problems
 
 
 @pytest.mark.evpy_only
