@@ -244,7 +244,11 @@ schedule_connection_lost(TransportObject *t, PyObject *exc)
     if (cb == NULL) {
         return -1;
     }
-    int rc = evpy_loop_call_soon(TR_LOOP(t), cb, exc);
+    /* 3.15: in the transport's own context, like all its callbacks;
+     * before, in a copy of the closing caller's, as asyncio. */
+    int rc = evpy_loop_call_soon_in(
+        TR_LOOP(t), cb, exc,
+        t->io.ctx_bound ? t->io.ctx[EVPY_IO_CTX_READ] : NULL);
     Py_DECREF(cb);
     return rc;
 }
