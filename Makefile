@@ -3,11 +3,13 @@
 #   make bench   install evpy (+ uvloop, httptools; wrk, valgrind, linux-perf,
 #                strace from Debian) in a venv and print the benchmark tables
 #                (BENCH_ARGS=--quick for a short run, --no-cost without costs)
-#   make test    install evpy on CPython 3.11, 3.12 and 3.13 and run every test:
+#   make test    install evpy on CPython 3.11 - 3.15 and run every test:
 #                pytest on each, again with the poll backend forced, again on
 #                an ASan+UBSan build, and CPython's asyncio suite (conformance)
 #
-# Pythons are taken from pyenv when present, else from PATH.
+# 3.11-3.13 are taken from pyenv when present, else from PATH; 3.14 and 3.15
+# from a Debian sid root that .ci/sid-root.sh makes once (debootstrap, as
+# root) under $(VENVS)/sid. SID_PYTHONS= (empty) skips them.
 
 PYENV    ?= /root/.pyenv/versions
 PY311    ?= $(firstword $(wildcard $(PYENV)/3.11*/bin/python3.11) python3.11)
@@ -33,4 +35,6 @@ bench:
 	$(VENVS)/bench/bin/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(VENVS) evpy/*.so *.egg-info
+	# The sid root may still have /proc and /dev bound in: unbind first.
+	[ ! -d $(VENVS)/sid ] || bash .ci/sid-root.sh umount $(VENVS)/sid
+	rm -rf --one-file-system build $(VENVS) evpy/*.so *.egg-info

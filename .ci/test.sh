@@ -40,6 +40,29 @@ conformance_run() {
     fi
 }
 
+# CPython 3.14 and 3.15 come from Debian sid, in a root made once with
+# debootstrap and cached under $VENVS/sid (.ci/sid-root.sh). It is made in
+# the background while 3.11-3.13 run; the tests run inside it (chroot) on a
+# copy of this tree.
+SID_ROOT=$VENVS/sid
+SID_PYTHONS=${SID_PYTHONS:-"314 315"}
+sid_ready=0
+if [ -n "$SID_PYTHONS" ]; then
+    bash .ci/sid-root.sh ensure "$SID_ROOT" >"$logdir/sid-root.log" 2>&1 &
+    sid_pid=$!
+fi
+cleanup() {
+    if [ -d "$SID_ROOT" ]; then
+        bash .ci/sid-root.sh umount "$SID_ROOT" || true
+    fi
+}
+trap cleanup EXIT
+
+sid_run() {
+    # usage: sid_run CMD...: CMD in /evpy/src inside the sid root.
+    bash .ci/sid-root.sh run "$SID_ROOT" /bin/bash -c "cd /evpy/src && $*"
+}
+
 echo "== kqueue backend compile check (stub <sys/event.h>)"
 if ! gcc -std=c11 -Wall -Wextra -Wshadow -Werror -fsyntax-only -D_GNU_SOURCE \
         -I.ci/kqueue-stub -DEVPY_HAVE_KQUEUE=1 \
@@ -58,6 +81,55 @@ for v in 311 312 313; do
     fi
     pytest_run "py$v" "$VENVS/py$v"
     conformance_run "conformance-py$v" "$VENVS/py$v"
+done
+
+if [ -n "$SID_PYTHONS" ]; then
+    echo "== sid root (CPython 3.14, 3.15)"
+    if wait "$sid_pid" && bash .ci/sid-root.sh mount "$SID_ROOT"; then
+        sid_ready=1
+        # A fresh copy of the tree (no .git, venvs or build products); the
+        # venvs and logs inside the root are kept between runs.
+        rm -rf "$SID_ROOT/evpy/src"
+        mkdir -p "$SID_ROOT/evpy/src" "$SID_ROOT/evpy/logs"
+        tar -c --exclude=./.venv --exclude=./build --exclude=./.git \
+            --exclude='*.so' --exclude='*.o' --exclude=__pycache__ \
+            --exclude='*.egg-info' --exclude=./conformance/results . \
+            | tar -x -C "$SID_ROOT/evpy/src"
+    else
+        cat "$logdir/sid-root.log"
+        failed+=("sid-root")
+    fi
+fi
+
+for v in $SID_PYTHONS; do
+    [ "$sid_ready" = 1 ] || break
+    py=python${v:0:1}.${v:1}
+    echo "== build py$v (sid)"
+    if ! sid_run "EVPY_WERROR=1 bash .ci/venv.sh $py /evpy/venvs/py$v '.[test]'" \
+            >"$logdir/build-py$v.log" 2>&1; then
+        cat "$logdir/build-py$v.log"
+        failed+=("build-py$v")
+        continue
+    fi
+    echo "== py$v"
+    if sid_run "cd tests && /evpy/venvs/py$v/bin/python -m pytest -q \
+            -p no:cacheprovider --rootdir=.. -c ../pyproject.toml ." \
+            >"$logdir/py$v.log" 2>&1; then
+        tail -n 1 "$logdir/py$v.log"
+    else
+        tail -n 60 "$logdir/py$v.log"
+        failed+=("py$v")
+    fi
+    echo "== conformance-py$v"
+    if sid_run "/evpy/venvs/py$v/bin/python conformance/runner.py -j2 --check \
+            --json /evpy/logs/conformance-py$v.json" \
+            >"$logdir/conformance-py$v.log" 2>&1; then
+        grep -E '^TOTAL' "$logdir/conformance-py$v.log"
+    else
+        tail -n 40 "$logdir/conformance-py$v.log"
+        failed+=("conformance-py$v")
+    fi
+    cp "$SID_ROOT/evpy/logs/conformance-py$v.json" "$logdir/" 2>/dev/null || true
 done
 
 pytest_run "py312-poll" "$VENVS/py312" EVPY_POLLER=poll

@@ -26,7 +26,10 @@ that a crash or a watchdog exit loses nothing that was already recorded):
              default policy: the test wanted "the" loop and silently got
              asyncio's instead of the target's.  Counted as a failure.
 
-Stdlib only; must work on Python 3.11 - 3.13.
+Stdlib only; must work on Python 3.11 - 3.15.  asyncio's private names
+move between versions (3.14 renamed BaseDefaultEventLoopPolicy to
+_BaseDefaultEventLoopPolicy): look them up with fallbacks and by behaviour,
+never by one spelling.
 """
 
 import argparse
@@ -43,6 +46,7 @@ import threading
 import time
 import traceback
 import unittest
+import warnings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = 'test.test_asyncio'
@@ -184,6 +188,34 @@ def load_target(name):
     raise SystemExit('unknown loop %r' % name)
 
 
+def set_policy(policy):
+    """asyncio.set_event_loop_policy() without 3.14's DeprecationWarning
+    (the suite's own tests that check the warning are unaffected)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        asyncio.set_event_loop_policy(policy)
+
+
+def find_base_policy(events):
+    """asyncio's default policy base: the class whose new_event_loop()
+    builds ``self._loop_factory()``.  Known spellings first (3.14 renamed
+    it and deprecated the old name), then any policy class of
+    asyncio.events that defines both new_event_loop and _loop_factory."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        for name in ('_BaseDefaultEventLoopPolicy',
+                     'BaseDefaultEventLoopPolicy'):
+            cls = getattr(events, name, None)
+            if isinstance(cls, type) and 'new_event_loop' in vars(cls):
+                return cls
+    for obj in vars(events).values():
+        if (isinstance(obj, type) and 'new_event_loop' in vars(obj)
+                and hasattr(obj, '_loop_factory')):
+            return obj
+    raise RuntimeError('cannot find asyncio\'s default event loop policy '
+                       'class in asyncio.events')
+
+
 def install_instrumentation(loop_type):
     from asyncio import base_events, events
     from test.test_asyncio import utils as test_utils
@@ -208,7 +240,7 @@ def install_instrumentation(loop_type):
 
     base_events.BaseEventLoop.__init__ = __init__
 
-    orig_init_policy = events._init_event_loop_policy
+    orig_init_policy = getattr(events, '_init_event_loop_policy', None)
 
     def _init_event_loop_policy():
         orig_init_policy()
@@ -217,9 +249,11 @@ def install_instrumentation(loop_type):
         except AttributeError:
             pass
 
-    events._init_event_loop_policy = _init_event_loop_policy
+    if orig_init_policy is not None:
+        events._init_event_loop_policy = _init_event_loop_policy
 
-    orig_new = events.BaseDefaultEventLoopPolicy.new_event_loop
+    base_policy = find_base_policy(events)
+    orig_new = base_policy.new_event_loop
 
     def new_event_loop(self):
         implicit = getattr(self, '_conformance_implicit', False)
@@ -230,7 +264,7 @@ def install_instrumentation(loop_type):
         finally:
             REC.tls.implicit_policy = old
 
-    events.BaseDefaultEventLoopPolicy.new_event_loop = new_event_loop
+    base_policy.new_event_loop = new_event_loop
     return classify
 
 
@@ -393,7 +427,7 @@ class StreamingResult(unittest.TestResult):
 
     def startTest(self, test):
         super().startTest(test)
-        asyncio.set_event_loop_policy(self.policy_factory())
+        set_policy(self.policy_factory())
         REC.reset()
         self.cur = {'id': short_id(test), 'outcome': 'pass', 'detail': '',
                     't0': time.monotonic()}

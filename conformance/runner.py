@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = os.path.join(HERE, 'child.py')
 RESULTS_DIR = os.path.join(HERE, 'results')
 DEFAULT_EXPECTED = os.path.join(HERE, 'expected_failures.toml')
-KNOWN_PYTHONS = ('3.11', '3.12', '3.13')
+KNOWN_PYTHONS = ('3.11', '3.12', '3.13', '3.14', '3.15')
 CATEGORIES = ('internals', 'gap')
 
 # Modules whose loop hooks are retargeted (see child.HOOKS): if none of their

@@ -18,6 +18,7 @@ typedef struct {
     PyObject *sockname;         /* None unless the listener's is fixed */
     PyObject *server;
     int family, socktype, proto;
+    int bind_context;           /* 3.15: each connection runs in its ctx */
 } accept_args;
 
 /* Server._attach(transport) without its Python frame: the Server keeps
@@ -51,7 +52,8 @@ server_attach(PyObject *server, PyObject *t)
 static TransportObject *
 adopt(LoopObject *loop, PyTypeObject *type, int fd, int family,
       int socktype, int proto, PyObject *protocol, PyObject *extra,
-      PyObject *server, PyObject *waiter, PyObject *waiter_cb)
+      PyObject *server, PyObject *waiter, PyObject *waiter_cb,
+      PyObject *context)
 {
     evpy_state *st = loop->st;
     PyObject *cb = NULL;
@@ -79,18 +81,26 @@ adopt(LoopObject *loop, PyTypeObject *type, int fd, int family,
         }
         t->server = Py_NewRef(server);
     }
+    if (context != NULL) {
+        /* transport._context = context: both directions' events run in
+         * it, as do the callbacks scheduled below. */
+        Py_XSETREF(t->io.ctx[EVPY_IO_CTX_READ], Py_NewRef(context));
+        Py_XSETREF(t->io.ctx[EVPY_IO_CTX_WRITE], Py_NewRef(context));
+        t->io.ctx_bound = 1;
+    }
     cb = PyObject_GetAttr(protocol, st->str_connection_made);
-    if (cb == NULL || evpy_loop_call_soon(loop, cb, (PyObject *)t) < 0) {
+    if (cb == NULL
+        || evpy_loop_call_soon_in(loop, cb, (PyObject *)t, context) < 0) {
         goto fail;
     }
     Py_SETREF(cb, PyObject_GetAttr((PyObject *)t, st->str_start_reading));
-    if (cb == NULL || evpy_loop_call_soon(loop, cb, NULL) < 0) {
+    if (cb == NULL || evpy_loop_call_soon_in(loop, cb, NULL, context) < 0) {
         goto fail;
     }
     Py_CLEAR(cb);
     if (waiter != NULL && waiter != Py_None) {
         PyObject *args[2] = {waiter, Py_None};
-        if (evpy_loop_call_soon_n(loop, waiter_cb, args, 2) < 0) {
+        if (evpy_loop_call_soon_n(loop, waiter_cb, args, 2, context) < 0) {
             goto fail;
         }
     }
@@ -107,7 +117,7 @@ fail:
  * start): protocol_factory(), then adopt() with asyncio's extra info and
  * the server's bookkeeping. -1 with an exception. */
 static int
-accept_one(accept_args *a, int fd, PyObject *addr)
+accept_one(accept_args *a, int fd, PyObject *addr, PyObject *ctx)
 {
     evpy_state *st = a->loop->st;
     PyObject *protocol = PyObject_CallNoArgs(a->factory);
@@ -121,9 +131,13 @@ accept_one(accept_args *a, int fd, PyObject *addr)
         Py_XDECREF(protocol);
         return -1;
     }
+    /* 3.15: the protocol's callbacks and the I/O events run in ctx itself
+     * (what connection_made() sets, data_received() sees); before, each
+     * handle runs in a copy of it, as asyncio's do. */
     TransportObject *t = adopt(a->loop, a->transport_type, fd, a->family,
                                a->socktype, a->proto, protocol, extra,
-                               a->server, NULL, NULL);
+                               a->server, NULL, NULL,
+                               a->bind_context ? ctx : NULL);
     Py_DECREF(extra);
     Py_DECREF(protocol);
     if (t == NULL) {
@@ -151,7 +165,8 @@ listener_fd(evpy_state *st, PyObject *sock)
 }
 
 /* accept_connections(loop, sock, backlog, protocol_factory, transport_type,
- *                    (family, type, proto), sockname, server) -> int
+ *                    (family, type, proto), sockname, server
+ *                    [, bind_context]) -> int
  * Accepts up to backlog connections (until accept() would block), each
  * set up in its own copy of the current context. Returns how many; OSError
  * from accept() itself (the caller handles EMFILE and friends). A
@@ -165,10 +180,17 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     accept_args a;
     PyObject *sock, *kind;
     Py_ssize_t backlog;
-    if (nargs != 8) {
+    if (nargs != 8 && nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
-                        "accept_connections() takes 8 arguments");
+                        "accept_connections() takes 8 or 9 arguments");
         return NULL;
+    }
+    a.bind_context = 0;
+    if (nargs == 9) {
+        a.bind_context = PyObject_IsTrue(args[8]);
+        if (a.bind_context < 0) {
+            return NULL;
+        }
     }
     a.loop = (LoopObject *)args[0];
     sock = args[1];
@@ -224,7 +246,7 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(ctx);
             return NULL;
         }
-        int rc = accept_one(&a, fd, addr);
+        int rc = accept_one(&a, fd, addr, ctx);
         PyObject *exc = rc < 0 ? evpy_fetch_exc() : NULL;
         if (PyContext_Exit(ctx) < 0) {
             PyErr_WriteUnraisable(ctx);
@@ -250,7 +272,7 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* adopt_stream(loop, transport_type, fd, (family, type, proto), protocol,
- *              extra, waiter, waiter_cb) -> transport
+ *              extra, waiter, waiter_cb[, context]) -> transport
  * The transport of a connection made in C (create_connection's numeric
  * path): see adopt(). The fd is this call's from the start. */
 static PyObject *
@@ -258,10 +280,12 @@ adopt_stream(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     evpy_state *st = evpy_get_state(mod);
     int family, socktype, proto;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "adopt_stream() takes 8 arguments");
+    if (nargs != 8 && nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "adopt_stream() takes 8 or 9 arguments");
         return NULL;
     }
+    PyObject *context = nargs == 9 && args[8] != Py_None ? args[8] : NULL;
     long fd = PyLong_AsLong(args[2]);
     if (fd == -1 && PyErr_Occurred()) {
         return NULL;
@@ -273,6 +297,7 @@ adopt_stream(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (!PyObject_TypeCheck(args[0], st->LoopType) || !PyType_Check(args[1])
         || !PyType_IsSubtype((PyTypeObject *)args[1], st->StreamType)
         || !PyDict_Check(args[5])
+        || (context != NULL && !PyContext_CheckExact(context))
         || !PyArg_ParseTuple(args[3], "iii", &family, &socktype, &proto)) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError, "adopt_stream(): bad arguments");
@@ -282,7 +307,7 @@ adopt_stream(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     return (PyObject *)adopt((LoopObject *)args[0], (PyTypeObject *)args[1],
                              (int)fd, family, socktype, proto, args[4],
-                             args[5], NULL, args[6], args[7]);
+                             args[5], NULL, args[6], args[7], context);
 }
 
 PyMethodDef evpy_accept_methods[] = {

@@ -53,6 +53,7 @@ typedef struct {
     PyObject *str_on_slow_callback;
     PyObject *str_extract_stack;
     PyObject *str_handle_repr;
+    PyObject *str_handle;      /* "_handle" */
     PyObject *kwnames_loop;    /* ("loop",) */
     PyObject *str_Task;
     PyObject *str_create_task_slow;
@@ -74,6 +75,10 @@ typedef struct {
     /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
      * context */
     PyObject *kwnames_task[4];
+    /* What call_soon_threadsafe() returns where asyncio has a thread-safe
+     * handle class: evpy.loop.ThreadSafeHandle, a subclass of it wrapping
+     * our Handle (set from Python; NULL: the Handle itself). */
+    PyObject *ts_handle_type;
 } evpy_state;
 
 extern PyModuleDef evpy_module_def;
@@ -147,6 +152,11 @@ typedef struct LoopObject {
     PyObject *current_handle;    /* debug mode only */
     PyObject *task_factory;      /* set_task_factory(), NULL for none */
     PyObject *weakreflist;
+    /* Held by the loop thread while it runs a call_soon_threadsafe()
+     * handle: cancel()/cancelled() from another thread wait on it until
+     * the callback has returned (asyncio's thread-safe handle contract). */
+    PyThread_type_lock ts_lock;
+    char ts_held;
     /* health (csrc/stats.h): always-on counters; `detail` = opt-in
      * per-callback timing */
     char detail;
@@ -191,6 +201,10 @@ struct IOObject {
      * reading starts or resumes, [EVPY_IO_CTX_WRITE] when writing has to
      * wait. NULL: the loop's current context. */
     PyObject *ctx[2];
+    /* 3.15: the transport's own context (transport._context), which both
+     * directions' events run in, as asyncio 3.15 registers a transport's
+     * reader and writer with its context: ctx[] then stays as set. */
+    char ctx_bound;
     int fd;
 };
 
@@ -211,9 +225,14 @@ void evpy_loop_io_detach(LoopObject *loop, IOObject *io);
 /* Schedules callable(arg), or callable() if arg is NULL, with call_soon
  * semantics. */
 int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
-/* Schedules callable(*args) with call_soon semantics. */
+/* The same in `context` (NULL: a copy of the current one). */
+int evpy_loop_call_soon_in(LoopObject *loop, PyObject *callable,
+                           PyObject *arg, PyObject *context);
+/* Schedules callable(*args) in `context` (NULL: a copy of the current
+ * one) with call_soon semantics. */
 int evpy_loop_call_soon_n(LoopObject *loop, PyObject *callable,
-                          PyObject *const *args, Py_ssize_t nargs);
+                          PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *context);
 /* The loop's shared read buffer of EVPY_READBUF_SIZE bytes. */
 #define EVPY_READBUF_SIZE (256 * 1024)
 char *evpy_loop_readbuf(LoopObject *loop);
@@ -234,6 +253,7 @@ typedef struct HandleObject {
     char cancelled;
     char running;
     char is_timer;
+    char threadsafe;             /* made by call_soon_threadsafe() */
     evpy_timer_t timer;          /* TimerHandle: heap entry */
     double when;                 /* TimerHandle: float time as given */
     PyObject *args[1];           /* ob_size items, owned */

@@ -30,6 +30,7 @@ evpy_handle_new(LoopObject *loop, PyTypeObject *type, PyObject *callback,
     h->cancelled = 0;
     h->running = 0;
     h->is_timer = 0;
+    h->threadsafe = 0;
     h->timer.index = EVPY_TIMER_UNSCHEDULED;
     h->timer.deadline_ns = 0;
     h->timer.seq = 0;
@@ -105,6 +106,19 @@ evpy_handle_run(HandleObject *h)
     PyObject *callback = Py_NewRef(h->callback);
     PyObject *context = Py_NewRef(h->context);
     PyObject *res = NULL;
+    LoopObject *loop = h->loop;
+    /* A thread-safe handle runs holding the loop's ts_lock, so another
+     * thread's cancel()/cancelled() can wait for it. Its holder never
+     * waits for the GIL with it held (only here, and waiters release the
+     * GIL before taking it), so taking it with the GIL held is safe. One
+     * at a time: a thread-safe callback that runs another one's _run()
+     * does not take it twice. */
+    int locked = 0;
+    if (h->threadsafe && loop->ts_lock != NULL && !loop->ts_held) {
+        PyThread_acquire_lock(loop->ts_lock, WAIT_LOCK);
+        loop->ts_held = 1;
+        locked = 1;
+    }
     h->running = 1;
     if (PyContext_Enter(context) == 0) {
         res = PyObject_Vectorcall(callback, h->args, Py_SIZE(h), NULL);
@@ -113,6 +127,10 @@ evpy_handle_run(HandleObject *h)
         }
     }
     h->running = 0;
+    if (locked) {
+        loop->ts_held = 0;
+        PyThread_release_lock(loop->ts_lock);
+    }
     Py_DECREF(context);
     Py_DECREF(callback);
     int rc = 0;
@@ -130,9 +148,27 @@ evpy_handle_run(HandleObject *h)
 
 /* -- Python-visible API --------------------------------------------------- */
 
+/* A thread-safe handle whose callback is running in the loop thread is
+ * neither cancellable nor "not cancelled" from another thread until the
+ * callback returns: wait for it, without the GIL. */
+static void
+handle_wait_not_running(HandleObject *self)
+{
+    LoopObject *loop = self->loop;
+    if (!self->threadsafe || !self->running || loop->ts_lock == NULL
+        || !loop->ts_held || loop->thread_id == PyThread_get_thread_ident()) {
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(loop->ts_lock, WAIT_LOCK);
+    PyThread_release_lock(loop->ts_lock);
+    Py_END_ALLOW_THREADS
+}
+
 static PyObject *
 handle_cancel(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
+    handle_wait_not_running(self);
     if (self->cancelled) {
         Py_RETURN_NONE;
     }
@@ -158,6 +194,7 @@ handle_cancel(HandleObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_cancelled(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
+    handle_wait_not_running(self);
     return PyBool_FromLong(self->cancelled);
 }
 

@@ -194,6 +194,24 @@ loop_wakeup(LoopObject *self)
 
 /* -- call_soon / call_soon_threadsafe / call_later / call_at -------------- */
 
+/* asyncio's thread-safe handle class (3.14+: the test suite and user code
+ * may check isinstance) around h: a bare instance of our Python subclass
+ * (no __init__ run) whose `_handle` slot is h. Steals h. */
+static PyObject *
+loop_wrap_threadsafe_handle(LoopObject *self, PyTypeObject *wrap,
+                            HandleObject *h)
+{
+    PyObject *w = wrap->tp_alloc(wrap, 0);
+    if (w == NULL || PyObject_SetAttr(w, self->st->str_handle, (PyObject *)h)
+                         < 0) {
+        Py_XDECREF(w);
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_DECREF(h);
+    return w;
+}
+
 static PyObject *
 loop_schedule_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
                    PyObject *kwnames, const char *method, int threadsafe)
@@ -232,7 +250,12 @@ loop_schedule_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
         return NULL;
     }
     if (threadsafe) {
+        h->threadsafe = 1;
         loop_wakeup(self);
+        PyTypeObject *wrap = (PyTypeObject *)self->st->ts_handle_type;
+        if (wrap != NULL) {
+            return loop_wrap_threadsafe_handle(self, wrap, h);
+        }
     }
     return (PyObject *)h;
 }
@@ -735,6 +758,9 @@ evpy_loop_io_detach(LoopObject *self, IOObject *io)
 int
 evpy_io_copy_context(IOObject *io, int which)
 {
+    if (io->ctx_bound) {
+        return 0; /* 3.15: the transport's context, kept */
+    }
     PyObject *ctx = PyContext_CopyCurrent();
     if (ctx == NULL) {
         return -1;
@@ -746,18 +772,26 @@ evpy_io_copy_context(IOObject *io, int which)
 int
 evpy_loop_call_soon(LoopObject *self, PyObject *callable, PyObject *arg)
 {
-    return evpy_loop_call_soon_n(self, callable, &arg, arg != NULL);
+    return evpy_loop_call_soon_in(self, callable, arg, NULL);
+}
+
+int
+evpy_loop_call_soon_in(LoopObject *self, PyObject *callable, PyObject *arg,
+                       PyObject *context)
+{
+    return evpy_loop_call_soon_n(self, callable, &arg, arg != NULL, context);
 }
 
 int
 evpy_loop_call_soon_n(LoopObject *self, PyObject *callable,
-                      PyObject *const *args, Py_ssize_t nargs)
+                      PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *context)
 {
     if (loop_check_closed(self) < 0) {
         return -1;
     }
     HandleObject *h = evpy_handle_new(self, self->st->HandleType, callable,
-                                      args, nargs, NULL);
+                                      args, nargs, context);
     if (h == NULL) {
         return -1;
     }
@@ -1254,6 +1288,11 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto error;
     }
     self->events_cap = EVENTS_INITIAL;
+    self->ts_lock = PyThread_allocate_lock();
+    if (self->ts_lock == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
     return (PyObject *)self;
 
 error:
@@ -1307,6 +1346,9 @@ loop_dealloc(LoopObject *self)
     }
     (void)loop_tp_clear(self);
     loop_release(self);
+    if (self->ts_lock != NULL) {
+        PyThread_free_lock(self->ts_lock);
+    }
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

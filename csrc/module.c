@@ -106,11 +106,34 @@ add_transport_types(PyObject *mod, evpy_state *st)
     return st->DatagramType == NULL ? -1 : 0;
 }
 
+/* evpy.loop registers its ThreadSafeHandle class here (see evpy_state). */
+static PyObject *
+module_set_threadsafe_handle_type(PyObject *mod, PyObject *cls)
+{
+    if (cls != Py_None && !PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "a type or None is required");
+        return NULL;
+    }
+    evpy_state *st = evpy_get_state(mod);
+    Py_XSETREF(st->ts_handle_type, cls == Py_None ? NULL : Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_set_threadsafe_handle_type", module_set_threadsafe_handle_type,
+     METH_O, "What call_soon_threadsafe() wraps its Handle in (None: "
+             "nothing)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static int
 module_exec(PyObject *mod)
 {
     evpy_state *st = evpy_get_state(mod);
 
+    if (PyModule_AddFunctions(mod, module_methods) < 0) {
+        return -1;
+    }
     st->LoopType = (PyTypeObject *)PyType_FromModuleAndSpec(
         mod, &evpy_loop_spec, NULL);
     if (st->LoopType == NULL) {
@@ -158,7 +181,8 @@ module_exec(PyObject *mod)
         || intern(&st->str_on_callback_error, "_on_callback_error") < 0
         || intern(&st->str_on_slow_callback, "_on_slow_callback") < 0
         || intern(&st->str_extract_stack, "extract_stack") < 0
-        || intern(&st->str_handle_repr, "handle_repr") < 0) {
+        || intern(&st->str_handle_repr, "handle_repr") < 0
+        || intern(&st->str_handle, "_handle") < 0) {
         return -1;
     }
     st->kwnames_loop = PyTuple_Pack(1, st->str_loop);
@@ -228,6 +252,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->tasks_module);
     Py_VISIT(st->TransportSocket);
     Py_VISIT(st->format_module);
+    Py_VISIT(st->ts_handle_type);
     return 0;
 }
 
@@ -257,6 +282,8 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str_on_slow_callback);
     Py_CLEAR(st->str_extract_stack);
     Py_CLEAR(st->str_handle_repr);
+    Py_CLEAR(st->str_handle);
+    Py_CLEAR(st->ts_handle_type);
     Py_CLEAR(st->kwnames_loop);
     Py_CLEAR(st->str_Task);
     Py_CLEAR(st->str_create_task_slow);
@@ -291,6 +318,11 @@ static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
 #if PY_VERSION_HEX >= 0x030C0000
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* Not Py_MOD_GIL_NOT_USED: call_soon_threadsafe() and the loop share
+     * the ready ring, protected by the GIL only (docs/free-threading.md). */
+    {Py_mod_gil, Py_MOD_GIL_USED},
 #endif
     {0, NULL},
 };

@@ -244,7 +244,11 @@ schedule_connection_lost(TransportObject *t, PyObject *exc)
     if (cb == NULL) {
         return -1;
     }
-    int rc = evpy_loop_call_soon(TR_LOOP(t), cb, exc);
+    /* 3.15: in the transport's own context, like all its callbacks;
+     * before, in a copy of the closing caller's, as asyncio. */
+    int rc = evpy_loop_call_soon_in(
+        TR_LOOP(t), cb, exc,
+        t->io.ctx_bound ? t->io.ctx[EVPY_IO_CTX_READ] : NULL);
     Py_DECREF(cb);
     return rc;
 }
@@ -972,6 +976,35 @@ OBJ_ATTR(empty_waiter, empty_waiter)
 OBJ_ATTR(server, server)
 #undef OBJ_ATTR
 
+/* _context (3.15): the context the transport's events and protocol
+ * callbacks run in; None unless set (then each direction copies the
+ * context current when it starts waiting, as asyncio before 3.15). */
+static PyObject *
+tr_get_context(TransportObject *t, void *c)
+{
+    (void)c;
+    return get_obj(t->io.ctx_bound ? t->io.ctx[EVPY_IO_CTX_READ] : NULL);
+}
+
+static int
+tr_set_context(TransportObject *t, PyObject *v, void *c)
+{
+    (void)c;
+    if (v != NULL && v != Py_None && !PyContext_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_context must be a contextvars.Context or None");
+        return -1;
+    }
+    if (v == NULL || v == Py_None) {
+        t->io.ctx_bound = 0;
+        return 0; /* the next wait in each direction copies a context */
+    }
+    Py_XSETREF(t->io.ctx[EVPY_IO_CTX_READ], Py_NewRef(v));
+    Py_XSETREF(t->io.ctx[EVPY_IO_CTX_WRITE], Py_NewRef(v));
+    t->io.ctx_bound = 1;
+    return 0;
+}
+
 #define FLAG_GETTER(name)                                                  \
     static PyObject *tr_get_##name(TransportObject *t, void *c)            \
     {                                                                      \
@@ -1082,6 +1115,7 @@ static PyGetSetDef tr_getset[] = {
     {"_empty_waiter", (getter)tr_get_empty_waiter,
      (setter)tr_set_empty_waiter, NULL, NULL},
     {"_server", (getter)tr_get_server, (setter)tr_set_server, NULL, NULL},
+    {"_context", (getter)tr_get_context, (setter)tr_set_context, NULL, NULL},
     {"_conn_lost", (getter)tr_get_conn_lost, (setter)tr_set_conn_lost, NULL,
      NULL},
     {"_closing", (getter)tr_get_closing, NULL, NULL, NULL},

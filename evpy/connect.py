@@ -6,6 +6,7 @@ Every connected socket becomes a transport through the loop's
 """
 
 import collections
+import contextvars
 import functools
 import itertools
 import logging
@@ -23,6 +24,7 @@ logger = logging.getLogger('asyncio')
 
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
+_PY315 = sys.version_info >= (3, 15)
 
 
 def _interleave_addrinfos(infos, first_family_count=1):
@@ -216,10 +218,12 @@ class ConnectMixin:
         waiter = self.create_future()
         # getpeername() would give back exactly this IPv4 address.
         extra = {'peername': address} if family == socket.AF_INET else {}
-        # Owns fd from here (closes it if this raises).
+        # 3.15: as in _create_connection_transport. Owns fd from here
+        # (closes it if this raises).
+        context = contextvars.copy_context() if _PY315 else None
         transport = _core.adopt_stream(
             self, SocketTransport, fd, (family, type_, proto), protocol,
-            extra, waiter, _set_result_unless_cancelled)
+            extra, waiter, _set_result_unless_cancelled, context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
@@ -281,8 +285,12 @@ class ConnectMixin:
     async def _create_connection_transport(
             self, sock, protocol_factory, ssl=None, server_hostname=None,
             server_side=False, ssl_handshake_timeout=None,
-            ssl_shutdown_timeout=None):
+            ssl_shutdown_timeout=None, context=None):
         sock.setblocking(False)
+        if context is None and _PY315:
+            # 3.15: the connection's protocol runs in a copy of the
+            # context it was made in (its I/O events too).
+            context = contextvars.copy_context()
         protocol = protocol_factory()
         waiter = self.create_future()
         if ssl:
@@ -291,9 +299,10 @@ class ConnectMixin:
                 sock, protocol, sslcontext, waiter,
                 server_side=server_side, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
+                ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
         else:
-            transport = self._make_socket_transport(sock, protocol, waiter)
+            transport = self._make_socket_transport(sock, protocol, waiter,
+                                                    context=context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation

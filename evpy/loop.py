@@ -21,7 +21,7 @@ import traceback
 import warnings
 import weakref
 
-from . import _core, _format, health, transports
+from . import _core, _format, health, tls_records, transports
 from .net import NetMixin
 from .datagram import DatagramMixin
 from .pipes import PipesMixin
@@ -31,6 +31,13 @@ logger = logging.getLogger('asyncio')
 
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
+_PY314 = sys.version_info >= (3, 14)
+
+
+# asyncio.iscoroutinefunction() is deprecated from 3.14 (it warns); asyncio
+# itself calls its private twin, which older versions do not have.
+_iscoroutinefunction = getattr(asyncio.coroutines, '_iscoroutinefunction',
+                               None) or asyncio.iscoroutinefunction
 
 
 def _debug_mode_default():
@@ -64,6 +71,56 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
+def _delegate(name):
+    return property(lambda self: getattr(self._handle, name))
+
+
+# asyncio (3.14 on, some 3.13 releases) returns a _ThreadSafeHandle from
+# call_soon_threadsafe(), and code checks for it. Where that class exists,
+# evpy's call_soon_threadsafe() returns an instance of this subclass of it,
+# which wraps the C Handle the loop runs; the blocking cancel()/cancelled()
+# from other threads is the C Handle's own (csrc/handle.c).
+_AsyncioThreadSafeHandle = getattr(asyncio.events, '_ThreadSafeHandle', None)
+if (isinstance(_AsyncioThreadSafeHandle, type)
+        and issubclass(_AsyncioThreadSafeHandle, asyncio.Handle)):
+    class ThreadSafeHandle(_AsyncioThreadSafeHandle):
+        """What call_soon_threadsafe() returns: asyncio's thread-safe
+        handle type around evpy's Handle (made by the loop, in C)."""
+
+        __slots__ = ('_handle',)
+
+        def __init__(self, *args, **kwargs):
+            raise TypeError('ThreadSafeHandle is made by '
+                            'loop.call_soon_threadsafe()')
+
+        def cancel(self):
+            self._handle.cancel()
+
+        def cancelled(self):
+            return self._handle.cancelled()
+
+        def get_context(self):
+            return self._handle.get_context()
+
+        def _run(self):
+            self._handle._run()
+
+        def __repr__(self):
+            return repr(self._handle)
+
+        _callback = _delegate('_callback')
+        _args = _delegate('_args')
+        _cancelled = _delegate('_cancelled')
+        _loop = _delegate('_loop')
+        _context = _delegate('_context')
+        _source_traceback = _delegate('_source_traceback')
+        _repr = _delegate('_repr')
+
+    _core._set_threadsafe_handle_type(ThreadSafeHandle)
+else:
+    ThreadSafeHandle = None
+
+
 class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
            asyncio.AbstractEventLoop):
     """An asyncio event loop running on evpy's C reactor."""
@@ -87,6 +144,14 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         self._health_incidents = collections.deque(maxlen=10)
         self._health_incident_count = 0
         self.set_debug(_debug_mode_default())
+
+    @property
+    def _tls_fast_path(self):
+        """True when TLS connections use evpy's record data path
+        (tls_records.RecordProtocol), False when asyncio's SSLProtocol on
+        this Python lacks what it needs (tls_records.FAST_PATH_PROBLEMS)
+        and connections use asyncio's stock data path."""
+        return tls_records.FAST_PATH
 
     def __repr__(self):
         return (f'<{type(self).__name__} running={self.is_running()} '
@@ -210,25 +275,54 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
 
     # -- tasks ----------------------------------------------------------------
 
-    def _create_task_slow(self, coro, *, name=None, context=None):
-        """create_task() with a task factory, in debug mode, or on a closed
-        loop (the C create_task makes the plain Task itself)."""
-        self._check_closed()
-        factory = self._task_factory
-        if factory is None:
-            task = asyncio.Task(coro, loop=self, name=name, context=context)
+    # create_task() is C (csrc/loop.c): it makes the plain Task itself when
+    # there is no task factory, no debug mode and no keyword but name and
+    # context, and calls _create_task_slow() with its arguments otherwise.
+    if _PY314:
+        def _create_task_slow(self, coro, **kwargs):
+            """create_task() as asyncio 3.14's: keyword arguments go to the
+            task factory or the Task as given (eager_start included)."""
+            self._check_closed()
+            factory = self._task_factory
+            if factory is not None:
+                return factory(self, coro, **kwargs)
+            task = asyncio.Task(coro, loop=self, **kwargs)
             if task._source_traceback:
                 del task._source_traceback[-1]
-            return task
-        if context is None:
-            task = factory(self, coro)
-        else:
-            task = factory(self, coro, context=context)
-        if _PY313:
-            task.set_name(name)
-        elif name is not None:
-            task.set_name(name)
-        return task
+            try:
+                return task
+            finally:
+                # An eagerly started task that failed holds its traceback,
+                # which holds this frame: don't let it hold the task too.
+                del task
+    else:
+        def _create_task_slow(self, coro, *, name=None, context=None,
+                              **kwargs):
+            """create_task() with a task factory, in debug mode, on a
+            closed loop or with other keywords (3.13 passes them on)."""
+            if kwargs and not _PY313:
+                raise TypeError('create_task() got an unexpected keyword '
+                                f'argument {next(iter(kwargs))!r}')
+            self._check_closed()
+            factory = self._task_factory
+            if factory is None:
+                task = asyncio.Task(coro, loop=self, name=name,
+                                    context=context, **kwargs)
+                if task._source_traceback:
+                    del task._source_traceback[-1]
+            else:
+                if context is None:
+                    task = factory(self, coro, **kwargs)
+                else:
+                    task = factory(self, coro, context=context, **kwargs)
+                if _PY313:
+                    task.set_name(name)
+                elif name is not None:
+                    task.set_name(name)
+            try:
+                return task
+            finally:
+                del task
 
     def set_task_factory(self, factory):
         if factory is not None and not callable(factory):
@@ -262,7 +356,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
 
     def _check_callback(self, callback, method):
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError(f'coroutines cannot be used with {method}()')
         if not callable(callback):
             raise TypeError(f'a callable object was expected by {method}(), '
@@ -483,10 +577,11 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     # -- transports -----------------------------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None):
-        """Wrap a connected non-blocking stream socket in a transport."""
+                               extra=None, server=None, context=None):
+        """Wrap a connected non-blocking stream socket in a transport
+        (whose protocol callbacks run in `context`, when given)."""
         return transports.SocketTransport(self, sock, protocol, waiter,
-                                          extra, server)
+                                          extra, server, context)
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
@@ -553,7 +648,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     def add_signal_handler(self, sig, callback, *args):
         """Run callback(*args) from the loop whenever signal sig arrives."""
         if (asyncio.iscoroutine(callback)
-                or asyncio.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError('coroutines cannot be used with '
                             'add_signal_handler()')
         self._check_signal(sig)

@@ -11,30 +11,53 @@ import asyncio.events
 
 from .loop import Loop, new_event_loop
 
-# On Unix the default policy also manages child watchers (3.11-3.13): keep
-# that API working for code that calls it, though evpy reaps its children
-# itself. 3.14 renamed the base classes with a leading underscore and
-# deprecated the public aliases; the private names are looked up first so
-# no DeprecationWarning fires.
-_BasePolicy = (getattr(asyncio, 'unix_events', None)
-               and getattr(asyncio.unix_events, '_UnixDefaultEventLoopPolicy',
-                           None))
-if not _BasePolicy:
-    _BasePolicy = getattr(asyncio.events, '_BaseDefaultEventLoopPolicy', None)
-if not _BasePolicy:
-    _BasePolicy = asyncio.events.BaseDefaultEventLoopPolicy
+_NO_POLICIES = ('asyncio has no event loop policies on this Python (3.14 '
+                'deprecated them, 3.16 removes them): use evpy.run(main()) '
+                'or asyncio.run(main(), loop_factory=evpy.new_event_loop)')
 
 
-class EventLoopPolicy(_BasePolicy):
-    """asyncio event loop policy whose loops are evpy loops.
+def _base_policy():
+    """asyncio's default policy class, or None where asyncio has none.
 
-    ``asyncio.set_event_loop_policy(evpy.EventLoopPolicy())``
-    """
+    On Unix the default policy also manages child watchers (3.11-3.13):
+    subclassing it keeps that API working for code that calls it, though
+    evpy reaps its children itself. 3.14 renamed the base classes with a
+    leading underscore and deprecated the public aliases; the private
+    names are looked up first so no DeprecationWarning fires."""
+    base = getattr(getattr(asyncio, 'unix_events', None),
+                   '_UnixDefaultEventLoopPolicy', None)
+    if base is None:
+        base = getattr(asyncio.events, '_BaseDefaultEventLoopPolicy', None)
+    if base is None:
+        base = getattr(asyncio.events, 'BaseDefaultEventLoopPolicy', None)
+    return base
 
-    _loop_factory = Loop
 
-    def __repr__(self):
-        return f'<{type(self).__name__}>'
+def _policy_class(base):
+    if base is None:
+        class EventLoopPolicy:
+            """Stands in where asyncio has no policies any more (3.16):
+            `import evpy` keeps working, and making a policy says what to
+            use instead."""
+
+            def __init__(self):
+                raise RuntimeError(_NO_POLICIES)
+        return EventLoopPolicy
+
+    class EventLoopPolicy(base):
+        """asyncio event loop policy whose loops are evpy loops.
+
+        ``asyncio.set_event_loop_policy(evpy.EventLoopPolicy())``
+        """
+
+        _loop_factory = Loop
+
+        def __repr__(self):
+            return f'<{type(self).__name__}>'
+    return EventLoopPolicy
+
+
+EventLoopPolicy = _policy_class(_base_policy())
 
 
 def run(main, *, debug=None):

@@ -29,6 +29,11 @@ _Mode = constants._SendfileMode
 _HAS_SENDFILE = hasattr(os, 'sendfile')
 _TRANSPORT_BLOCK = 16384
 _MAX_BLOCK = sys.maxsize // 2 + 1  # sendfile() count limit on 32-bit
+# asyncio 3.14 defines the file position after every sendfile: the
+# fallbacks always start at `offset` (not at the current position when
+# offset is 0), and the native path leaves the position at offset + sent
+# even when nothing was sent. Before 3.14 both followed the bytes sent.
+_POSITION_ALWAYS = sys.version_info >= (3, 14)
 
 
 def _check_sendfile_params(sock, file, offset, count):
@@ -182,11 +187,11 @@ class SendfileMixin:
                     return total  # end of file
                 total += sent
         finally:
-            if total > 0:
+            if total > 0 or _POSITION_ALWAYS:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if offset:
+        if offset or (_POSITION_ALWAYS and hasattr(file, 'seek')):
             file.seek(offset)
         limit = constants.SENDFILE_FALLBACK_READBUFFER_SIZE
         blocksize = min(count, limit) if count else limit
@@ -256,7 +261,7 @@ class SendfileMixin:
                 transport.resume_reading()
 
     async def _sendfile_fallback(self, transport, file, offset, count):
-        if offset:
+        if offset or (_POSITION_ALWAYS and hasattr(file, 'seek')):
             file.seek(offset)
         blocksize = min(count, _TRANSPORT_BLOCK) if count else (
             _TRANSPORT_BLOCK)

@@ -32,6 +32,7 @@ logger = logging.getLogger('asyncio')
 
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
+_PY315 = sys.version_info >= (3, 15)
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -93,6 +94,9 @@ class Server(asyncio.AbstractServer):
         self._serving_forever_fut = None
         # Unix socket files to unlink on close: {sock: inode}.
         self._unix_files = {}
+        # 3.15: each accepted connection runs its protocol in a copy of
+        # the context the server was created in.
+        self._context = copy_context() if _PY315 else None
 
     def __repr__(self):
         return f'<{type(self).__name__} sockets={self.sockets!r}>'
@@ -141,7 +145,7 @@ class Server(asyncio.AbstractServer):
             self._loop._start_serving(
                 self._protocol_factory, sock, self._ssl_context, self,
                 self._backlog, self._ssl_handshake_timeout,
-                self._ssl_shutdown_timeout)
+                self._ssl_shutdown_timeout, context=self._context)
 
     def get_loop(self):
         return self._loop
@@ -215,6 +219,11 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _PY313:
+                    # As asyncio from 3.14 (and 3.13's later releases): a
+                    # cancelled server closes its connections too, so
+                    # waiting for them cannot hang on an idle client.
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise
@@ -241,14 +250,19 @@ class ServerMixin:
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None,
                        server=None, backlog=100, ssl_handshake_timeout=None,
-                       ssl_shutdown_timeout=None):
+                       ssl_shutdown_timeout=None, context=None):
         if sslcontext:
             protocol_factory = tls_server_factory(
                 self, protocol_factory, sslcontext, ssl_handshake_timeout,
                 ssl_shutdown_timeout)
-        self.add_reader(sock.fileno(), self._accept_connection,
-                        protocol_factory, sock, server, backlog,
-                        _listener_info(sock))
+        args = (sock.fileno(), self._accept_connection, protocol_factory,
+                sock, server, backlog, _listener_info(sock))
+        if context is None:
+            self.add_reader(*args)
+        else:
+            # 3.15: the accept loop runs in (a copy of) the context the
+            # server was created in, and each connection in its own copy.
+            context.run(self.add_reader, *args)
 
     def _resume_accepting(self, protocol_factory, sock, server, backlog,
                           info):
@@ -269,7 +283,7 @@ class ServerMixin:
         try:
             _core.accept_connections(self, sock, backlog, protocol_factory,
                                      SocketTransport, info[0], info[1],
-                                     server)
+                                     server, _PY315)
         except OSError as exc:
             self._accept_failed(exc, protocol_factory, sock, server, backlog,
                                 info)
@@ -296,9 +310,11 @@ class ServerMixin:
                              server, addr, conn_fd)
             # Each connection is set up in its own copy of the server's
             # context (asyncio runs it in a new task): what the protocol
-            # factory sets belongs to that connection only.
-            copy_context().run(self._accepted, protocol_factory, conn_fd,
-                               addr, info, server)
+            # factory sets belongs to that connection only. On 3.15 the
+            # connection also runs in it, as the C accept loop does.
+            conn_context = copy_context()
+            conn_context.run(self._accepted, protocol_factory, conn_fd, addr,
+                             info, server, conn_context if _PY315 else None)
 
     def _accept_failed(self, exc, protocol_factory, sock, server, backlog,
                        info):
@@ -316,7 +332,8 @@ class ServerMixin:
                         self._resume_accepting, protocol_factory,
                         sock, server, backlog, info)
 
-    def _accepted(self, protocol_factory, fd, addr, info, server):
+    def _accepted(self, protocol_factory, fd, addr, info, server,
+                  conn_context=None):
         kind, sockname = info
         extra = {'peername': addr}
         if sockname is not None:
@@ -333,14 +350,15 @@ class ServerMixin:
                 conn = socket.socket(*kind, fileno=fd)
                 conn.setblocking(False)
                 try:
-                    self._make_socket_transport(conn, protocol, extra=extra)
+                    self._make_socket_transport(conn, protocol, extra=extra,
+                                                context=conn_context)
                 except BaseException:
                     conn.close()
                     raise
             else:
                 # Owns fd from here (closes it if it raises).
                 SocketTransport._adopt(self, fd, kind, protocol, extra,
-                                       server=server)
+                                       server=server, context=conn_context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -231,12 +231,16 @@ class SubprocessMixin:
         self._start_waitpid_thread(transport, pid)
 
     def _child_pidfd_ready(self, transport, pid, pidfd, close_pidfd):
+        # The pidfd is done with whatever waitpid() says: an unexpected
+        # error goes to the exception handler (as on asyncio's loop) but
+        # neither leaks the pidfd nor leaves it polled.
+        self.remove_reader(pidfd)
         try:
             wpid, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             wpid, status = pid, None  # reaped elsewhere
-        self.remove_reader(pidfd)
-        close_pidfd()
+        finally:
+            close_pidfd()
         if wpid == 0:
             # Not reapable yet (cannot happen once the pidfd is readable,
             # but never spin on it): wait in a thread instead.

@@ -25,7 +25,7 @@ import logging
 
 from asyncio import constants
 
-from .tls_records import RecordProtocol
+from . import tls_records
 
 try:
     import ssl
@@ -44,17 +44,19 @@ class TLSMixin:
             *, server_side=False, server_hostname=None,
             extra=None, server=None,
             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+            context=None):
         """Wrap a connected socket in a TLS transport for protocol; the
         handshake starts when the socket transport calls
-        SSLProtocol.connection_made, and waiter gets its outcome."""
-        ssl_protocol = RecordProtocol(
+        SSLProtocol.connection_made, and waiter gets its outcome. With a
+        context (3.15), the protocols' callbacks run in it."""
+        ssl_protocol = tls_records.protocol_class()(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra,
-                                    server=server)
+                                    server=server, context=context)
         return ssl_protocol._app_transport
 
     async def start_tls(self, transport, protocol, sslcontext, *,
@@ -74,7 +76,7 @@ class TLSMixin:
                 f'transport {transport!r} is not supported by start_tls()')
 
         waiter = self.create_future()
-        ssl_protocol = RecordProtocol(
+        ssl_protocol = tls_records.protocol_class()(
             self, protocol, sslcontext, waiter,
             server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -84,6 +86,8 @@ class TLSMixin:
         # Pause first so that no data reaches ssl_protocol before its
         # connection_made(); bytes already received stay in the socket.
         transport.pause_reading()
+        if server_side:
+            _move_stream_buffer(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
         resume_cb = self.call_soon(transport.resume_reading)
@@ -93,8 +97,25 @@ class TLSMixin:
             transport.close()
             conmade_cb.cancel()
             resume_cb.cancel()
+            # The exception's traceback holds this frame, and the waiter
+            # holds the exception: drop the waiter so that a failed
+            # handshake leaves no reference cycle keeping the transport.
+            waiter = None
             raise
         return ssl_protocol._app_transport
+
+
+def _move_stream_buffer(protocol, ssl_protocol):
+    """A server's StreamReader may already hold the start of the TLS
+    handshake (the client sent its ClientHello before the server called
+    start_tls()): hand those bytes to the TLS layer, as asyncio does."""
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, '_stream_reader', None)
+    buffer = getattr(reader, '_buffer', None)
+    if buffer:
+        ssl_protocol._incoming.write(buffer)
+        buffer.clear()
 
 
 class _TLSServerProtocol:
@@ -116,7 +137,7 @@ class _TLSServerProtocol:
         loop = self.loop
         protocol = self.protocol_factory()
         waiter = loop.create_future()
-        ssl_protocol = RecordProtocol(
+        ssl_protocol = tls_records.protocol_class()(
             loop, protocol, self.sslcontext, waiter, True, None,
             ssl_handshake_timeout=self.ssl_handshake_timeout,
             ssl_shutdown_timeout=self.ssl_shutdown_timeout)

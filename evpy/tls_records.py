@@ -32,9 +32,21 @@ on its allocation history).
 
 ``BufferedProtocol`` applications keep asyncio's path: the records are
 decrypted straight into the application's buffer there.
+
+All of that leans on private parts of asyncio's SSLProtocol.  At import,
+``check_sslproto()`` verifies each one this module uses on the running
+Python: the methods with their parameters, the attributes (assigned
+somewhere in SSLProtocol's code), the module names, and that asyncio still
+calls the methods overridden here from where this module expects.  If any
+is missing, ``FAST_PATH`` is False, ``FAST_PATH_PROBLEMS`` says why, and
+``protocol_class()`` hands out asyncio's stock SSLProtocol (its data path:
+slower, correct); ``loop._tls_fast_path`` shows which one a loop uses.
 """
 
+import inspect
+import os
 import ssl
+
 from asyncio import sslproto
 
 READ_SIZE = 256 * 1024     # ciphertext per socket read (shared buffer)
@@ -43,9 +55,117 @@ WRITE_CHUNK = 112 * 1024   # plaintext per SSL write: 7 records
 OUT_CHUNK = 120 * 1024     # ciphertext per transport.write (< 128 KiB)
 OUT_BATCH = 4              # pieces per transport.writelines (one writev)
 
-_WRAPPED = sslproto.SSLProtocolState.WRAPPED
-_FLUSHING = sslproto.SSLProtocolState.FLUSHING
-_AGAIN = sslproto.SSLAgainErrors
+# -- what this module needs from asyncio.sslproto ----------------------------
+
+# SSLProtocol methods used or overridden here: their parameters (self
+# included), as asyncio 3.11-3.15 define them.
+_METHODS = {
+    'connection_lost': ('self', 'exc'),
+    'get_buffer': ('self', 'n'),
+    'buffer_updated': ('self', 'nbytes'),
+    '_do_read': ('self',),
+    '_do_read__copied': ('self',),
+    '_do_read__buffered': ('self',),
+    '_get_read_buffer_size': ('self',),
+    '_do_shutdown': ('self',),
+    '_write_appdata': ('self', 'list_of_data'),
+    '_do_write': ('self',),
+    '_process_outgoing': ('self',),
+    '_call_eof_received': ('self',),
+    '_start_shutdown': ('self',),
+    '_control_app_writing': ('self',),
+}
+# Instance attributes read or written here.
+_ATTRIBUTES = (
+    '_ssl_buffer_view', '_loop', '_sslobj', '_app_protocol',
+    '_app_reading_paused', '_state', '_write_backlog', '_ssl_writing_paused',
+    '_write_buffer_size', '_outgoing', '_transport', '_incoming',
+    '_eof_received', '_app_protocol_get_buffer',
+    '_app_protocol_buffer_updated',
+)
+# (caller, callee): asyncio's own code must still reach the overridden
+# method (or read the attribute) from there, or the override is dead code.
+_CALLS = (
+    ('buffer_updated', '_ssl_buffer_view'),
+    ('_do_read', '_do_read__copied'),
+    ('_do_read', '_do_read__buffered'),
+    ('buffer_updated', '_do_shutdown'),
+    ('_do_write', '_process_outgoing'),
+)
+
+
+def _names(func):
+    code = getattr(func, '__code__', None)
+    return set(code.co_names) if code is not None else set()
+
+
+def check_sslproto(module):
+    """Problems (a list of str) that keep this module's data path from
+    working with `module` (asyncio.sslproto or a stand-in); [] if none."""
+    problems = []
+    proto = getattr(module, 'SSLProtocol', None)
+    if not isinstance(proto, type):
+        return ['sslproto.SSLProtocol is missing']
+    state = getattr(module, 'SSLProtocolState', None)
+    for name in ('WRAPPED', 'FLUSHING'):
+        if not hasattr(state, name):
+            problems.append(f'sslproto.SSLProtocolState.{name} is missing')
+    again = getattr(module, 'SSLAgainErrors', None)
+    if not (isinstance(again, tuple) and again
+            and all(isinstance(e, type) and issubclass(e, BaseException)
+                    for e in again)):
+        problems.append('sslproto.SSLAgainErrors is not a tuple of '
+                        'exception classes')
+    assigned = set()
+    for name in dir(proto):
+        assigned |= _names(getattr(proto, name, None))
+    for name, params in _METHODS.items():
+        func = getattr(proto, name, None)
+        if not callable(func):
+            problems.append(f'SSLProtocol.{name}() is missing')
+            continue
+        try:
+            got = tuple(inspect.signature(func).parameters)
+        except (TypeError, ValueError):
+            got = None
+        if got != params:
+            problems.append(f'SSLProtocol.{name}{got} is not '
+                            f'{name}({", ".join(params)})')
+    for name in _ATTRIBUTES:
+        if name not in assigned:
+            problems.append(f'SSLProtocol no longer uses self.{name}')
+    for caller, callee in _CALLS:
+        if callee not in _names(getattr(proto, caller, None)):
+            problems.append(f'SSLProtocol.{caller}() no longer uses {callee}')
+    transport = getattr(module, '_SSLProtocolTransport', None)
+    if '_write_appdata' not in (_names(getattr(transport, 'write', None))
+                                | _names(getattr(transport, 'writelines',
+                                                 None))):
+        problems.append("the SSL transport's write() no longer calls "
+                        "_write_appdata()")
+    return problems
+
+
+FAST_PATH_PROBLEMS = check_sslproto(sslproto)
+if os.environ.get('EVPY_TLS_FAST_PATH') == '0':
+    FAST_PATH_PROBLEMS.append('disabled by EVPY_TLS_FAST_PATH=0')
+# Read by protocol_class() at every connection; tests flip it.
+FAST_PATH = not FAST_PATH_PROBLEMS
+
+if FAST_PATH:
+    _WRAPPED = sslproto.SSLProtocolState.WRAPPED
+    _FLUSHING = sslproto.SSLProtocolState.FLUSHING
+    _AGAIN = sslproto.SSLAgainErrors
+else:  # RecordProtocol is never instantiated then
+    _WRAPPED = _FLUSHING = None
+    _AGAIN = ()
+
+
+def protocol_class():
+    """The SSLProtocol class for new TLS connections: RecordProtocol, or
+    asyncio's own when this Python's SSLProtocol has not the expected
+    shape (see FAST_PATH_PROBLEMS)."""
+    return RecordProtocol if FAST_PATH else sslproto.SSLProtocol
 
 
 def _raw(sslobj):

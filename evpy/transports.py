@@ -90,12 +90,18 @@ class _SocketTransportBase(_Common):
         extra[name] = value
         return value
 
-    def _connect(self, loop, protocol, waiter):
-        loop.call_soon(protocol.connection_made, self)
+    def _connect(self, loop, protocol, waiter, context=None):
+        # With a context (3.15: a server's or a client's connection), every
+        # protocol callback runs in it: these through their handles, the
+        # I/O events because the C core enters self._context.
+        if context is not None:
+            self._context = context
+        loop.call_soon(protocol.connection_made, self, context=context)
         # Reading starts only after connection_made() has run.
-        loop.call_soon(self._start_reading)
+        loop.call_soon(self._start_reading, context=context)
         if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+            loop.call_soon(_set_result_unless_cancelled, waiter, None,
+                           context=context)
 
     def __repr__(self):
         info = [type(self).__name__]
@@ -152,16 +158,16 @@ class SocketTransport(_SocketTransportBase, _core.StreamTransport):
     _start_tls_compatible = True
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None,
-                 server=None):
+                 server=None, context=None):
         self._start(loop, sock, protocol, waiter, extra, 0)
         self._server = server
         if server is not None:
             server._attach(self)
-        self._connect(loop, protocol, waiter)
+        self._connect(loop, protocol, waiter, context)
 
     @classmethod
     def _adopt(cls, loop, fd, kind, protocol, extra, waiter=None,
-               server=None):
+               server=None, context=None):
         """A transport over a bare connected fd (from ``_core.accept`` or
         ``_core.connect``: non-blocking, close-on-exec), which it owns from
         the start; the socket object is made only if something asks for
@@ -179,7 +185,7 @@ class SocketTransport(_SocketTransportBase, _core.StreamTransport):
             if server is not None:
                 server._attach(self)
                 self._server = server
-            self._connect(loop, protocol, waiter)
+            self._connect(loop, protocol, waiter, context)
         except BaseException:
             self._detach()
             self._close_sock()

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -93,6 +94,20 @@ def make_loop(kind):
 
 # --------------------------------------------------------------- leak checks
 
+def _get_policy():
+    # The guard's own bookkeeping: no 3.14+ DeprecationWarning from it
+    # (tests that use policies filter the warning themselves).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return asyncio.get_event_loop_policy()
+
+
+def _set_policy(policy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(policy)
+
+
 def _fd_set():
     fds = set()
     for name in os.listdir("/proc/self/fd"):
@@ -140,7 +155,7 @@ def _leak_guard(request):
     fds_before = _fd_set()
     threads_before = set(threading.enumerate())
     children_before = _children()
-    policy_before = asyncio.get_event_loop_policy()
+    policy_before = _get_policy()
     sigusr1_before = signal.getsignal(signal.SIGUSR1)
     sigusr2_before = signal.getsignal(signal.SIGUSR2)
 
@@ -148,8 +163,8 @@ def _leak_guard(request):
 
     problems = []
     # Restore global state first so one bad test cannot poison the next.
-    policy_after = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(policy_before)
+    policy_after = _get_policy()
+    _set_policy(policy_before)
     asyncio.set_event_loop(None)
     if policy_after is not policy_before:
         problems.append("event loop policy changed and not restored: {!r}"

@@ -2,6 +2,7 @@
 import asyncio
 import concurrent.futures
 import contextvars
+import multiprocessing
 import sys
 import threading
 
@@ -72,8 +73,11 @@ def test_set_default_executor_type_error(loop, bad):
 
 def test_set_default_executor_process_pool_type_error(loop):
     # Only a ThreadPoolExecutor is accepted (the pool never starts: no
-    # worker processes are created before the first submit).
-    pool = concurrent.futures.ProcessPoolExecutor(1)
+    # worker processes are created before the first submit). The "fork"
+    # context: 3.14's default (forkserver) starts multiprocessing's
+    # resource tracker process as soon as the pool makes its queues.
+    pool = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("fork"))
     try:
         with pytest.raises(TypeError):
             loop.set_default_executor(pool)

@@ -13,6 +13,13 @@ import pytest
 from conftest import make_loop
 
 
+# Python 3.14 deprecates the policy API (removed in 3.16): the tests that
+# exercise it filter asyncio's DeprecationWarning themselves (evpy adds no
+# warning of its own: test_policy_adds_no_warning).
+policy_api = pytest.mark.filterwarnings(
+    r"ignore:'asyncio\.\w*[Pp]olicy\w*' is deprecated:DeprecationWarning")
+
+
 @contextlib.contextmanager
 def policy(pol):
     old = asyncio.get_event_loop_policy()
@@ -107,6 +114,7 @@ def test_policy_alias(kind, evpy_mod):
 
 
 @pytest.mark.evpy_only
+@policy_api
 def test_policy_new_event_loop(kind, evpy_mod):
     with policy(evpy_mod.EventLoopPolicy()):
         lp = asyncio.new_event_loop()
@@ -117,18 +125,21 @@ def test_policy_new_event_loop(kind, evpy_mod):
 
 
 @pytest.mark.evpy_only
+@policy_api
 def test_policy_is_asyncio_policy(kind, evpy_mod):
     assert isinstance(evpy_mod.EventLoopPolicy(),
                       asyncio.AbstractEventLoopPolicy)
 
 
 @pytest.mark.evpy_only
+@policy_api
 def test_policy_asyncio_run(kind, evpy_mod):
     with policy(evpy_mod.EventLoopPolicy()):
         assert issubclass(asyncio.run(_running_loop_type()), evpy_mod.Loop)
 
 
 @pytest.mark.evpy_only
+@policy_api
 def test_policy_set_and_get_event_loop(kind, evpy_mod):
     with policy(evpy_mod.EventLoopPolicy()):
         lp = asyncio.new_event_loop()
@@ -138,6 +149,29 @@ def test_policy_set_and_get_event_loop(kind, evpy_mod):
         finally:
             asyncio.set_event_loop(None)
             lp.close()
+
+
+@pytest.mark.evpy_only
+def test_policy_adds_no_warning(kind, evpy_mod):
+    # Installing evpy's policy warns exactly as asyncio's own policy does
+    # (3.14+: asyncio's DeprecationWarnings; before: nothing), and using
+    # the loop it makes warns about nothing.
+    def warnings_of(make_policy):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pol = make_policy()
+            old = asyncio.get_event_loop_policy()
+            asyncio.set_event_loop_policy(pol)
+            try:
+                lp = asyncio.new_event_loop()
+                lp.run_until_complete(asyncio.sleep(0))
+                lp.close()
+            finally:
+                asyncio.set_event_loop_policy(old)
+        return [(w.category, str(w.message)) for w in caught]
+
+    base = evpy_mod.EventLoopPolicy.__mro__[1]
+    assert warnings_of(evpy_mod.EventLoopPolicy) == warnings_of(base)
 
 
 @pytest.mark.evpy_only
@@ -261,3 +295,14 @@ def test_runner_ctrl_c_cancels_main_task(kind):
     assert state.get("cancelled") is True
     assert "timed_out" not in state
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.evpy_only
+def test_policy_without_asyncio_policies(kind, evpy_mod):
+    # Python 3.16 removes asyncio's policies: `import evpy` must keep
+    # working, and making a policy must say what to use instead.
+    from evpy import policy as policy_mod
+    stand_in = policy_mod._policy_class(None)
+    with pytest.raises(RuntimeError, match="loop_factory"):
+        stand_in()
+    assert evpy_mod.run(asyncio.sleep(0, "still")) == "still"

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import socket
+import sys
 
 import pytest
 from nethelpers import runner
@@ -105,6 +106,29 @@ def test_sock_sendfile_offset_count(loop, pair, datafile, payload):
         assert await loop.sock_sendfile(a, datafile, 100) == SIZE - 100
         assert sha(await reader) == sha(payload[100:])
         assert datafile.tell() == SIZE
+    run(loop, main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14),
+                    reason="3.14 defines the file position for offset=0")
+@pytest.mark.parametrize("fallback", [False, True])
+@pytest.mark.parametrize("offset", [0, 3, 6])
+def test_sock_sendfile_offset_ignores_position(loop, pair, tmp_path,
+                                               offset, fallback):
+    # The data sent starts at `offset` whatever the file position, and the
+    # position ends at offset + sent, even when nothing was sent.
+    a, b = pair
+    path = tmp_path / 'six'
+    path.write_bytes(b'abcdef')
+
+    async def main():
+        # A BytesIO has no fd: sock_sendfile() falls back to reading it.
+        with (io.BytesIO(b'abcdef') if fallback else open(path, 'rb')) as f:
+            f.seek(6)
+            sent = await loop.sock_sendfile(a, f, offset, fallback=fallback)
+            assert (sent, f.tell()) == (6 - offset, 6)
+            got = await drain_socket(loop, b, sent) if sent else b''
+            assert got == b'abcdef'[offset:]
     run(loop, main())
 
 

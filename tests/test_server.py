@@ -14,6 +14,7 @@ from nethelpers import Client, Echo, has_ipv6, run
 TIMEOUT = 20.0
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
+PY314 = sys.version_info >= (3, 14)
 
 
 async def roundtrip(loop, addr, family=socket.AF_INET, msg=b'ping'):
@@ -434,6 +435,33 @@ def test_close_stops_serve_forever(loop):
     run(loop, main())
 
 
+@pytest.mark.skipif(not PY314, reason="3.14: a cancelled serve_forever() "
+                    "closes the server's connections")
+def test_cancelled_serve_forever_closes_idle_clients(loop):
+    async def main():
+        connected = loop.create_future()
+
+        class Idle(asyncio.Protocol):
+            def connection_made(self, transport):
+                connected.set_result(transport)
+
+        server = await loop.create_server(Idle, '127.0.0.1', 0)
+        task = asyncio.ensure_future(server.serve_forever())
+        tr, pr = await loop.create_connection(
+            lambda: Client(loop), *server.sockets[0].getsockname())
+        accepted = await connected
+        task.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await server.wait_closed()
+            await pr.lost
+        assert accepted.is_closing()
+        assert not server.is_serving()
+        tr.close()
+    run(loop, main())
+
+
 def test_close_keeps_accepted_connections(loop):
     async def main():
         server = await loop.create_server(Echo, '127.0.0.1', 0)
@@ -649,3 +677,52 @@ def test_create_server_bad_arguments(loop):
             with pytest.raises(socket.gaierror):
                 await loop.create_server(Echo, 'no-such-host.invalid', 0)
     run(loop, main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 15),
+                    reason="3.15: servers run connections in their context")
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_connections_run_in_copies_of_server_context(loop, tls):
+    # Each connection's protocol runs in its own copy of the context the
+    # server was created in: what connection_made() sets, data_received()
+    # sees, and no other connection (nor the caller) does.
+    import contextvars
+    from tlshelpers import client_ctx, server_ctx
+    var = contextvars.ContextVar("var", default="unset")
+
+    class Proto(asyncio.Protocol):
+        def __init__(self):
+            self.at_factory = var.get()
+
+        def connection_made(self, transport):
+            self.transport = transport
+            self.at_made = var.get()
+            var.set(f"conn-{id(self)}")
+
+        def data_received(self, data):
+            mine = var.get() == f"conn-{id(self)}"
+            self.transport.write(f"{self.at_factory},{self.at_made},"
+                                 f"{mine}".encode())
+            self.transport.close()
+
+    async def main():
+        var.set("at-server")
+        server = await loop.create_server(
+            Proto, '127.0.0.1', 0, ssl=server_ctx() if tls else None)
+        var.set("after-server")
+        port = server.sockets[0].getsockname()[1]
+        replies = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(
+                '127.0.0.1', port, ssl=client_ctx() if tls else None,
+                server_hostname='localhost' if tls else None)
+            writer.write(b'x')
+            replies.append(await reader.read())
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        assert var.get() == "after-server"
+        return replies
+
+    assert run(loop, main()) == [b"at-server,at-server,True"] * 2

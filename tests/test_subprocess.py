@@ -425,6 +425,48 @@ def test_reaper_thread_without_pidfd(loop, monkeypatch):
     run(loop, main())
 
 
+def _pidfd_links():
+    links = []
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            links.append(os.readlink(f'/proc/self/fd/{fd}'))
+        except OSError:
+            pass  # the directory listing's own fd
+    return [link for link in links if 'pidfd' in link]
+
+
+@pytest.mark.skipif(not hasattr(os, 'pidfd_open'), reason='needs pidfds')
+@pytest.mark.expect_handler_calls
+def test_pidfd_closed_when_waitpid_fails(loop, kind):
+    # An unexpected waitpid() error goes to the exception handler, and the
+    # pidfd is closed (and no longer polled) all the same.
+    if kind == 'asyncio' and sys.version_info < (3, 14):
+        pytest.skip("asyncio's loop reaps with pidfds from 3.14")
+    from unittest import mock
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import sys; sys.stdin.read()', stdin=PIPE)
+        assert len(_pidfd_links()) == 1
+        with mock.patch.object(os, 'waitpid',
+                               side_effect=OSError('unexpected')) as m:
+            proc.stdin.close()
+            while not m.called:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)  # a polled pidfd would fire again
+            assert m.call_count == 1
+        assert _pidfd_links() == []
+        # Nobody reaped the child: do it, and tell the transport.
+        os.waitpid(proc.pid, 0)
+        proc._transport._process_exited(0)
+        assert await proc.wait() == 0
+
+    run(loop, main())
+    assert [type(ctx.get('exception')) for ctx in errors] == [OSError]
+
+
 @pytest.mark.evpy_only
 @pytest.mark.filterwarnings('ignore::ResourceWarning')
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')

@@ -387,6 +387,47 @@ def test_eager_task_context_and_name(loop):
                                                "eager-ctx")
 
 
+@pytest.mark.skipif(sys.version_info < (3, 14),
+                    reason="create_task(eager_start=) is 3.14+")
+@pytest.mark.timeout(10)
+def test_eager_start_per_task(loop):
+    # eager_start given to create_task wins over the task factory's mode,
+    # both ways; other keywords reach the factory as given.
+    started = []
+
+    async def record(tag):
+        started.append(tag)
+        return asyncio.current_task().get_name()
+
+    async def main():
+        loop.set_task_factory(asyncio.eager_task_factory)
+        lazy = loop.create_task(record("lazy"), eager_start=False,
+                                name="lazy-task")
+        assert not lazy.done() and started == []
+        assert await lazy == "lazy-task"
+        loop.set_task_factory(None)
+        eager = loop.create_task(record("eager"), eager_start=True,
+                                 name="eager-task")
+        assert eager.done() and started == ["lazy", "eager"]
+        return eager.result()
+
+    assert loop.run_until_complete(main()) == "eager-task"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14),
+                    reason="task factories get **kwargs from 3.14")
+def test_task_factory_gets_keywords(loop):
+    seen = []
+
+    def factory(lp, coro, **kwargs):
+        seen.append(sorted(kwargs))
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+    loop.run_until_complete(loop.create_task(_value(1), name="n"))
+    assert seen == [["name"]]
+
+
 def test_future_set_result_wakes_awaiting_task(loop):
     async def main():
         fut = loop.create_future()

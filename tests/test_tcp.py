@@ -959,3 +959,44 @@ def test_write_that_must_wait_after_loop_close_raises(loop):
             tr._sock = None
         a.close()
         b.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 15),
+                    reason="3.15: connections run in a copy of their context")
+def test_client_connection_runs_in_its_own_context(loop):
+    # What connection_made() sets, data_received() sees; the caller's
+    # context is untouched.
+    import contextvars
+    var = contextvars.ContextVar("var", default="unset")
+    seen = loop.create_future()
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            var.set("in-connection")
+            transport.write(b"x")
+
+        def data_received(self, data):
+            if not seen.done():
+                seen.set_result(var.get())
+
+    async def main():
+        server = await loop.create_server(EchoOnce, '127.0.0.1', 0)
+        var.set("caller")
+        tr, _ = await loop.create_connection(
+            Proto, *server.sockets[0].getsockname()[:2])
+        got = await seen
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        return got, var.get()
+
+    assert run(loop, main()) == ("in-connection", "caller")
+
+
+class EchoOnce(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)

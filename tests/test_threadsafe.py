@@ -242,3 +242,80 @@ def test_repeated_wakeups(loop):
     finally:
         t.join()
     assert got == list(range(rounds))
+
+
+# asyncio's thread-safe handle contract (3.14, some 3.13 releases): a
+# handle from call_soon_threadsafe() is an asyncio.events._ThreadSafeHandle;
+# another thread's cancel() or cancelled() waits while its callback runs.
+_needs_ts_handle = pytest.mark.skipif(
+    not hasattr(asyncio.events, "_ThreadSafeHandle"),
+    reason="asyncio has no thread-safe handle class on this Python")
+
+
+@_needs_ts_handle
+@pytest.mark.parametrize("op", ["cancel", "cancelled"])
+def test_threadsafe_handle_other_thread_waits_for_callback(loop, op):
+    started = threading.Event()
+    finished = threading.Event()
+    seen = []
+
+    def callback():
+        started.set()
+        time.sleep(0.2)  # releases the GIL: the other thread gets to run
+        finished.set()
+
+    def worker():
+        handle = loop.call_soon_threadsafe(callback)
+        seen.append(isinstance(handle, asyncio.events._ThreadSafeHandle))
+        seen.append(isinstance(handle, asyncio.Handle))
+        started.wait(FAILSAFE)
+        result = getattr(handle, op)()
+        seen.append((result, finished.is_set()))
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert _run_with_failsafe(loop)
+    finally:
+        t.join()
+    # cancel() returns None; cancelled() is False: the callback ran.
+    assert seen == [True, True, (None if op == "cancel" else False, True)]
+
+
+@_needs_ts_handle
+def test_threadsafe_handle_cancel_before_run_from_other_thread(loop):
+    ran = []
+    gate = threading.Event()
+
+    def worker():
+        handle = loop.call_soon_threadsafe(ran.append, "ran")
+        handle.cancel()
+        assert handle.cancelled()
+        gate.set()
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(gate.wait, FAILSAFE)  # the loop is busy meanwhile
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert _run_with_failsafe(loop)
+    finally:
+        t.join()
+    assert ran == []
+
+
+@_needs_ts_handle
+def test_threadsafe_handle_cancels_itself(loop):
+    box = []
+
+    def callback():
+        box[0].cancel()  # from the loop thread: no wait, no effect now
+        box.append(box[0].cancelled())
+        loop.stop()
+
+    box.append(loop.call_soon_threadsafe(callback))
+    assert _run_with_failsafe(loop)
+    assert box[1] is True
+    assert "cancelled" in repr(box[0])
+    assert box[0].get_context() is not None

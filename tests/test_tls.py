@@ -11,6 +11,7 @@ Certificates: tests/certs/ (make_certs.sh regenerates them).  Traffic is
 127.0.0.1 / Unix sockets only.
 """
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -18,7 +19,9 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
+import weakref
 
 import pytest
 from tlshelpers import (Collect, Echo, cert, client_ctx, close_all,
@@ -730,6 +733,93 @@ def test_streams_start_tls_both_sides(loop, errors):
 
     run(loop, main())
     assert errors == []
+
+
+def _needs_asyncio_314(kind):
+    # evpy behaves so on every Python; asyncio's own loop from 3.14 on.
+    if kind == 'asyncio' and sys.version_info < (3, 14):
+        pytest.skip("asyncio's loop does this from 3.14 on")
+
+
+def test_streams_start_tls_with_client_hello_buffered(loop, kind, errors):
+    # The client starts its handshake without waiting for the server's
+    # answer, so the ClientHello sits in the server's StreamReader buffer
+    # when the server calls start_tls(): it must reach the TLS layer.
+    _needs_asyncio_314(kind)
+
+    async def handler(reader, writer):
+        assert await reader.readline() == b'STARTTLS\n'
+        for _ in range(1000):  # wait for the ClientHello to be buffered
+            if reader._buffer:
+                break
+            await asyncio.sleep(0.005)
+        assert reader._buffer
+        await writer.start_tls(server_ctx())
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handler, '127.0.0.1', 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection('127.0.0.1', port)
+        writer.write(b'STARTTLS\n')
+        await writer.start_tls(client_ctx(), server_hostname='localhost')
+        writer.write(b'ping\n')
+        assert await reader.readline() == b'PING\n'
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+    assert errors == []
+
+
+def test_start_tls_failed_handshake_leaves_no_cycle(loop, kind, errors):
+    # Without the garbage collector, the plain transport of a start_tls()
+    # whose handshake failed is freed as soon as nobody holds it. Before
+    # 3.14 the handshake error's traceback, kept by asyncio's TLS path (and
+    # so the transport) alive on both loops (measured on 3.12).
+    if sys.version_info < (3, 14):
+        pytest.skip("before 3.14 the failed handshake's traceback keeps "
+                    "the transport alive on both loops")
+    refs = []
+
+    async def main():
+        server = await loop.create_server(lambda: LineServer(loop),
+                                          '127.0.0.1', 0)
+        port = server.sockets[0].getsockname()[1]
+        go = loop.create_future()
+
+        class Plain(asyncio.Protocol):  # holds no reference to its transport
+            def data_received(self, data):
+                if not go.done():
+                    go.set_result(data)
+
+        raw, _ = await loop.create_connection(Plain, '127.0.0.1', port)
+        refs.append(weakref.ref(raw))
+        raw.write(b'STARTTLS\n')
+        assert await go == b'GO\n'
+        try:
+            await loop.start_tls(raw, asyncio.Protocol(), client_ctx(),
+                                 server_hostname='wrong.evpy.test')
+        except ssl.SSLCertVerificationError:
+            pass
+        del raw
+        server.close()
+        await server.wait_closed()
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(loop, main())
+        for _ in range(3):  # let the close callbacks run
+            loop.run_until_complete(asyncio.sleep(0))
+        assert refs[0]() is None
+    finally:
+        gc.enable()
 
 
 # ------------------------------------------------- apps, streams, transfers

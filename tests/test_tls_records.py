@@ -7,7 +7,10 @@ import asyncio
 import hashlib
 import os
 import ssl
+import types
+from asyncio import sslproto
 
+import pytest
 from tlshelpers import close_all, run, tls_pair
 
 
@@ -204,3 +207,62 @@ def test_close_inside_data_received_with_more_in_flight(loop, errors):
 
     run(loop, main())
     assert errors == []
+
+
+# ------------------------------------------- the private parts it relies on
+
+@pytest.mark.evpy_only
+def test_fast_path_checked_on_this_python(loop, evpy_mod):
+    from evpy import tls_records
+    # Every supported Python has what the record path needs.
+    assert tls_records.check_sslproto(sslproto) == []
+    assert loop._tls_fast_path is tls_records.FAST_PATH is True
+
+
+def _fake_sslproto(**changes):
+    """asyncio.sslproto with SSLProtocol changed: name=None removes the
+    method, a function replaces it."""
+    proto = type('SSLProtocol', (sslproto.SSLProtocol,), {})
+    for name, value in changes.items():
+        setattr(proto, name, value)
+    return types.SimpleNamespace(
+        SSLProtocol=proto, SSLProtocolState=sslproto.SSLProtocolState,
+        SSLAgainErrors=sslproto.SSLAgainErrors,
+        _SSLProtocolTransport=sslproto._SSLProtocolTransport)
+
+
+@pytest.mark.evpy_only
+@pytest.mark.parametrize('change, expect', [
+    ({'_do_read__copied': None}, '_do_read__copied() is missing'),
+    ({'_write_appdata': lambda self, data, more: None}, '_write_appdata'),
+    ({'_do_read': lambda self: None}, 'no longer uses _do_read__copied'),
+    ({'buffer_updated': lambda self, nbytes: None},
+     'no longer uses _ssl_buffer_view'),
+])
+def test_check_sslproto_finds_changes(kind, evpy_mod, change, expect):
+    from evpy import tls_records
+    problems = tls_records.check_sslproto(_fake_sslproto(**change))
+    assert any(expect in p for p in problems), problems
+
+
+@pytest.mark.evpy_only
+def test_forced_fallback_uses_asyncio_data_path(loop, evpy_mod,
+                                                monkeypatch):
+    # What a Python whose SSLProtocol changed shape gets: asyncio's own
+    # data path, working, and the loop saying so.
+    from evpy import tls_records
+    monkeypatch.setattr(tls_records, 'FAST_PATH', False)
+    assert loop._tls_fast_path is False
+    data = os.urandom(300 * 1024)
+
+    async def main():
+        server, tr, client, sinks = await sink_pair(loop, total=len(data))
+        assert type(tr._ssl_protocol) is sslproto.SSLProtocol
+        tr.write(data)
+        await client.wait_for(64)
+        assert type(sinks[0].transport._ssl_protocol) is sslproto.SSLProtocol
+        assert bytes(client.data) == hashlib.sha256(data).hexdigest(
+            ).encode()
+        await close_all(server, tr)
+
+    run(loop, main())
