@@ -189,29 +189,40 @@ dgram_read(DatagramObject *self)
     return 1;
 }
 
-/* One send attempt. Returns 1 if sent, 0 if it would block, -1 with an
- * exception set otherwise. */
+/* One sendto() of data to sa (NULL: the connected peer). Returns 1 if
+ * sent, 0 if it would block, -1 with an exception set otherwise. */
+static int
+dgram_send_raw(DatagramObject *self, PyObject *data,
+               const struct sockaddr *sa, socklen_t sl)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    Py_ssize_t n;
+    do {
+        n = sendto(self->t.io.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
+                   sa, sl);
+    } while (n < 0 && errno == EINTR);
+    PyBuffer_Release(&view);
+    if (n >= 0) {
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return 0;
+    }
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+}
+
+/* One send attempt, as dgram_send_raw(). A numeric address is parsed
+ * here (no socket.sendto() call, tuple and argument parsing per datagram);
+ * anything else goes through the socket module. */
 static int
 dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
 {
     if (self->connected) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            return -1;
-        }
-        Py_ssize_t n;
-        do {
-            n = send(self->t.io.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-        PyBuffer_Release(&view);
-        if (n >= 0) {
-            return 1;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return 0;
-        }
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        return dgram_send_raw(self, data, NULL, 0);
     }
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -221,26 +232,7 @@ dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
         return -1;
     }
     if (parsed == 0) {
-        /* A numeric address: no socket.sendto() call (tuple, argument
-         * parsing, method lookup) per datagram. */
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            return -1;
-        }
-        Py_ssize_t n;
-        do {
-            n = sendto(self->t.io.fd, view.buf, (size_t)view.len,
-                       MSG_NOSIGNAL, (struct sockaddr *)&ss, sl);
-        } while (n < 0 && errno == EINTR);
-        PyBuffer_Release(&view);
-        if (n >= 0) {
-            return 1;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return 0;
-        }
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        return dgram_send_raw(self, data, (struct sockaddr *)&ss, sl);
     }
     PyObject *r = PyObject_CallMethod(self->t.sock, "sendto", "OO", data,
                                       addr);
