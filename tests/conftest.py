@@ -210,7 +210,12 @@ def _leak_guard(request):
 # ------------------------------------------------------------ loop fixtures
 
 class HandlerCalls(list):
-    """The contexts the test's loops passed to call_exception_handler()."""
+    """The calls of call_exception_handler() on the test's loops: their
+    contexts for tests using the ``errors`` fixture, else a description
+    (a kept context would keep its exception's frames, and whatever they
+    hold, alive)."""
+
+    keep_contexts = False
 
     def install(self, loop):
         # On the instance, so it sees every call (the loops' Python and C
@@ -219,7 +224,8 @@ class HandlerCalls(list):
         call = loop.call_exception_handler
 
         def call_exception_handler(context):
-            self.append(context)
+            self.append(context if self.keep_contexts
+                        else _describe_call(context))
             return call(context)
         loop.call_exception_handler = call_exception_handler
 
@@ -232,6 +238,8 @@ class HandlerCalls(list):
 
 
 def _describe_call(context):
+    if isinstance(context, str):
+        return context
     exc = context.get('exception')
     text = context.get('message', '?')
     return text if exc is None else '{} ({!r})'.format(text, exc)
@@ -320,4 +328,5 @@ def errors(loop, handler_calls):
     expect none: asyncio reports OSErrors on transports only in debug
     mode).  The handler itself records silently."""
     loop.set_exception_handler(lambda lp, ctx: None)
+    handler_calls.keep_contexts = True
     return handler_calls
