@@ -78,12 +78,14 @@ def test_run_until_complete_leaves_other_callbacks_pending(loop):
     calls = []
 
     async def main():
-        loop.call_later(0.001, calls.append, "late")
+        # Far enough out that a slow machine (debug mode, CI load) cannot
+        # reach it before run_until_complete() returns.
+        loop.call_later(0.2, calls.append, "late")
         return "ok"
 
     assert loop.run_until_complete(main()) == "ok"
     assert calls == []
-    loop.call_later(0.005, loop.stop)
+    loop.call_later(0.3, loop.stop)
     loop.run_forever()
     assert calls == ["late"]
 
