@@ -1,6 +1,8 @@
-/* The accept loop and the transport over a connected fd: see accept.h. The Python side (evpy/server.py) keeps
- * the cold paths: debug mode, servers made through asyncio's private API,
- * and running out of descriptors. */
+/* The accept loop and the transport over a connected fd: see accept.h.
+ * The Python side (evpy/server.py, evpy/connect.py) keeps the cold paths:
+ * debug mode, servers made through asyncio's private API, running out of
+ * descriptors, and connections that need resolving, TLS or a local
+ * address. */
 #include "accept.h"
 
 #include "sockaddr.h"
