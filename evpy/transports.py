@@ -314,11 +314,28 @@ class _PipeTransport(_Common, _core.StreamTransport):
             self._sock = None
 
 
+class _Absent:
+    """A method the C base class has but this transport must not: reading
+    it raises AttributeError, so hasattr() is False, as on asyncio's."""
+
+    def __set_name__(self, owner, name):
+        self._name = name
+
+    def __get__(self, obj, owner=None):
+        raise AttributeError(
+            f'{owner.__name__!r} object has no attribute {self._name!r}')
+
+
 class ReadPipeTransport(_PipeTransport):
     """asyncio.ReadTransport over a pipe, FIFO, socket or character
     device (loop.connect_read_pipe)."""
 
     _kind = 1
+
+    # asyncio's read pipe is a ReadTransport only: no write side, no abort.
+    write = writelines = write_eof = can_write_eof = _Absent()
+    get_write_buffer_size = get_write_buffer_limits = _Absent()
+    set_write_buffer_limits = abort = _Absent()
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         self._setup(loop, pipe, protocol, extra,
@@ -339,9 +356,6 @@ class ReadPipeTransport(_PipeTransport):
     def close(self):
         if not self._closing:
             self._close_now(None)
-
-    def abort(self):
-        self._close_now(None)
 
 
 class WritePipeTransport(_PipeTransport):

@@ -122,6 +122,28 @@ def test_read_pipe_close_and_protocol_errors(loop):
     run(loop, main())
 
 
+WRITE_SIDE = ('write', 'writelines', 'write_eof', 'can_write_eof', 'abort',
+              'get_write_buffer_size', 'get_write_buffer_limits',
+              'set_write_buffer_limits')
+
+
+def test_read_pipe_has_no_write_side(loop):
+    async def main():
+        rfile, wfile = pipe_files()
+        tr, pr = await loop.connect_read_pipe(lambda: ReadProto(loop), rfile)
+        assert isinstance(tr, asyncio.ReadTransport)
+        assert [n for n in WRITE_SIDE if hasattr(tr, n)] == []
+        with pytest.raises(AttributeError):
+            tr.write(b'x')
+        for name in ('is_reading', 'pause_reading', 'resume_reading',
+                     'close', 'is_closing', 'get_extra_info'):
+            assert callable(getattr(tr, name))
+        tr.close()
+        assert await pr.lost is None
+        wfile.close()
+    run(loop, main())
+
+
 def test_write_pipe_flow_control(loop):
     payload = os.urandom(1 << 20)
 
