@@ -1,8 +1,9 @@
 """Outgoing stream connections: create_connection (with Happy Eyeballs),
 create_unix_connection and connect_accepted_socket.
 
-Every connected socket becomes a transport through the loop's
-``_make_socket_transport`` (evpy's C stream transport).
+Every connected socket becomes a transport through
+``factories.socket_transport`` (evpy's C stream transport), or
+``factories.ssl_transport`` with ``ssl``.
 """
 
 import collections
@@ -16,9 +17,8 @@ import sys
 
 from asyncio import staggered
 
-from . import _core
+from . import _core, factories
 from .sock import _future_set_result, check_ssl_socket, numeric_addrinfo
-from .transports import SocketTransport, _set_result_unless_cancelled
 
 logger = logging.getLogger('asyncio')
 
@@ -221,9 +221,9 @@ class ConnectMixin:
         # 3.15: as in _create_connection_transport. Owns fd from here
         # (closes it if this raises).
         context = contextvars.copy_context() if _PY315 else None
-        transport = _core.adopt_stream(
-            self, SocketTransport, fd, (family, type_, proto), protocol,
-            extra, waiter, _set_result_unless_cancelled, context)
+        transport = factories.adopt_connected(
+            self, fd, (family, type_, proto), protocol, extra, waiter,
+            context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
@@ -295,14 +295,14 @@ class ConnectMixin:
         waiter = self.create_future()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            transport = self._make_ssl_transport(
-                sock, protocol, sslcontext, waiter,
+            transport = factories.ssl_transport(
+                self, sock, protocol, sslcontext, waiter,
                 server_side=server_side, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
         else:
-            transport = self._make_socket_transport(sock, protocol, waiter,
-                                                    context=context)
+            transport = factories.socket_transport(self, sock, protocol,
+                                                   waiter, context=context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation

@@ -1,8 +1,8 @@
 """DatagramMixin: loop.create_datagram_endpoint and the datagram sock_*
 coroutines (sock_sendto, sock_recvfrom, sock_recvfrom_into).
 
-Transports come from the loop's ``_make_datagram_transport`` (the C
-datagram transport, with selector_events' private signature). Argument
+Transports come from ``factories.datagram_transport`` (the C datagram
+transport). Argument
 checking, address resolution and socket set-up follow asyncio 3.11-3.13
 (base_events.create_datagram_endpoint); the sock_* coroutines try the
 system call first and watch the descriptor only when it would block, as
@@ -17,6 +17,7 @@ import socket
 import stat
 import sys
 
+from . import factories
 from .sock import _SSLSocket, numeric_addrinfo
 
 logger = logging.getLogger('asyncio')
@@ -102,8 +103,8 @@ class DatagramMixin:
 
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._make_datagram_transport(sock, protocol, r_addr,
-                                                  waiter)
+        transport = factories.datagram_transport(self, sock, protocol,
+                                                 r_addr, waiter)
         if self._debug:
             if local_addr:
                 logger.info('Datagram endpoint local_addr=%r remote_addr=%r '

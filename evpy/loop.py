@@ -21,7 +21,9 @@ import traceback
 import warnings
 import weakref
 
-from . import _core, _format, health, tls_records, transports
+from asyncio import constants
+
+from . import _core, _format, factories, health, tls_records
 from .net import NetMixin
 from .datagram import DatagramMixin
 from .pipes import PipesMixin
@@ -575,28 +577,51 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             detector.stop()
 
     # -- transports -----------------------------------------------------------
+    # asyncio's private factory methods (selector_events' and unix_events'
+    # signatures), kept for code that calls them; evpy itself makes its
+    # transports through evpy/factories.py.
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None, context=None):
         """Wrap a connected non-blocking stream socket in a transport
         (whose protocol callbacks run in `context`, when given)."""
-        return transports.SocketTransport(self, sock, protocol, waiter,
-                                          extra, server, context)
+        return factories.socket_transport(self, sock, protocol, waiter,
+                                          extra=extra, server=server,
+                                          context=context)
+
+    def _make_ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter=None,
+            *, server_side=False, server_hostname=None,
+            extra=None, server=None,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+            context=None):
+        """Wrap a connected socket in a TLS transport for protocol (see
+        factories.ssl_transport); return the application transport."""
+        return factories.ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter,
+            server_side=server_side, server_hostname=server_hostname,
+            extra=extra, server=server,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
-        return transports.DatagramTransport(self, sock, protocol, address,
+        """Wrap a datagram socket in a transport."""
+        return factories.datagram_transport(self, sock, protocol, address,
                                             waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None,
                                   extra=None):
-        return transports.ReadPipeTransport(self, pipe, protocol, waiter,
-                                            extra)
+        """Wrap the read end of a pipe in a transport."""
+        return factories.read_pipe_transport(self, pipe, protocol, waiter,
+                                             extra)
 
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None,
                                    extra=None):
-        return transports.WritePipeTransport(self, pipe, protocol, waiter,
-                                             extra)
+        """Wrap the write end of a pipe in a transport."""
+        return factories.write_pipe_transport(self, pipe, protocol, waiter,
+                                              extra)
 
     # -- signals --------------------------------------------------------------
 

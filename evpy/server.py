@@ -2,9 +2,9 @@
 and the accept loop.
 
 The accept loop watches each listening socket with add_reader, accepts up to
-`backlog` connections per readiness event and hands each one to the loop's
-``_make_socket_transport`` (evpy's C stream transport), which attaches it to
-the server.  When accept() runs out of descriptors or memory the error goes
+`backlog` connections per readiness event and makes each one a transport
+(evpy's C stream transport, through ``factories``), which attaches it to the
+server.  When accept() runs out of descriptors or memory the error goes
 to the exception handler and accepting pauses for
 ``asyncio.constants.ACCEPT_RETRY_DELAY`` seconds, as in asyncio.
 """
@@ -23,10 +23,9 @@ import weakref
 from asyncio import constants, trsock
 from contextvars import copy_context
 
-from . import _core
+from . import _core, factories
 from .sock import check_ssl_socket
 from .tls import tls_server_factory
-from .transports import SocketTransport
 
 logger = logging.getLogger('asyncio')
 
@@ -282,7 +281,8 @@ class ServerMixin:
             return
         try:
             _core.accept_connections(self, sock, backlog, protocol_factory,
-                                     SocketTransport, info[0], info[1],
+                                     factories.SocketTransport, info[0],
+                                     info[1],
                                      server, _PY315)
         except OSError as exc:
             self._accept_failed(exc, protocol_factory, sock, server, backlog,
@@ -350,15 +350,16 @@ class ServerMixin:
                 conn = socket.socket(*kind, fileno=fd)
                 conn.setblocking(False)
                 try:
-                    self._make_socket_transport(conn, protocol, extra=extra,
-                                                context=conn_context)
+                    factories.socket_transport(self, conn, protocol,
+                                               extra=extra,
+                                               context=conn_context)
                 except BaseException:
                     conn.close()
                     raise
             else:
                 # Owns fd from here (closes it if it raises).
-                SocketTransport._adopt(self, fd, kind, protocol, extra,
-                                       server=server, context=conn_context)
+                factories.adopt_accepted(self, fd, kind, protocol, extra,
+                                         server=server, context=conn_context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
