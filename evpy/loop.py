@@ -24,16 +24,13 @@ import weakref
 from asyncio import constants
 
 from . import _core, _format, factories, health, tls_records
+from ._compat import PY312, PY313, PY314
 from .net import NetMixin
 from .datagram import DatagramMixin
 from .pipes import PipesMixin
 from .subprocess import SubprocessMixin
 
 logger = logging.getLogger('asyncio')
-
-_PY312 = sys.version_info >= (3, 12)
-_PY313 = sys.version_info >= (3, 13)
-_PY314 = sys.version_info >= (3, 14)
 
 
 # asyncio.iscoroutinefunction() is deprecated from 3.14 (it warns); asyncio
@@ -280,7 +277,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     # create_task() is C (csrc/loop.c): it makes the plain Task itself when
     # there is no task factory, no debug mode and no keyword but name and
     # context, and calls _create_task_slow() with its arguments otherwise.
-    if _PY314:
+    if PY314:
         def _create_task_slow(self, coro, **kwargs):
             """create_task() as asyncio 3.14's: keyword arguments go to the
             task factory or the Task as given (eager_start included)."""
@@ -302,7 +299,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                               **kwargs):
             """create_task() with a task factory, in debug mode, on a
             closed loop or with other keywords (3.13 passes them on)."""
-            if kwargs and not _PY313:
+            if kwargs and not PY313:
                 raise TypeError('create_task() got an unexpected keyword '
                                 f'argument {next(iter(kwargs))!r}')
             self._check_closed()
@@ -317,7 +314,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                     task = factory(self, coro, **kwargs)
                 else:
                     task = factory(self, coro, context=context, **kwargs)
-                if _PY313:
+                if PY313:
                     task.set_name(name)
                 elif name is not None:
                     task.set_name(name)
@@ -395,7 +392,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         else:
             thread.join()
 
-    if _PY312:
+    if PY312:
         async def shutdown_default_executor(self, timeout=None):
             """Shut the default executor down and wait for its threads,
             at most `timeout` seconds."""
@@ -495,7 +492,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             return
         try:
             ctx = None
-            if _PY312:
+            if PY312:
                 thing = (context.get('task') or context.get('future')
                          or context.get('handle'))
                 if thing is not None and hasattr(thing, 'get_context'):

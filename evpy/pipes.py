@@ -2,8 +2,9 @@
 
 The transports come from ``factories.read_pipe_transport`` and
 ``factories.write_pipe_transport`` (the C pipe transports); they check the
-file type and raise asyncio's ValueError. This layer waits for the transport's waiter and
-closes the transport if that wait fails, as asyncio's base_events does.
+file type and raise asyncio's ValueError. This layer waits for the
+transport's waiter and closes the transport if that wait fails, as
+asyncio's base_events does.
 """
 
 import logging

@@ -23,6 +23,7 @@ import sys
 from asyncio import constants
 from asyncio.exceptions import SendfileNotAvailableError
 
+from ._compat import PY314
 from .sock import check_ssl_socket
 
 _Mode = constants._SendfileMode
@@ -33,7 +34,7 @@ _MAX_BLOCK = sys.maxsize // 2 + 1  # sendfile() count limit on 32-bit
 # fallbacks always start at `offset` (not at the current position when
 # offset is 0), and the native path leaves the position at offset + sent
 # even when nothing was sent. Before 3.14 both followed the bytes sent.
-_POSITION_ALWAYS = sys.version_info >= (3, 14)
+_POSITION_ALWAYS = PY314
 
 
 def _check_sendfile_params(sock, file, offset, count):

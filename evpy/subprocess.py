@@ -26,15 +26,14 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import weakref
 
 from asyncio import base_subprocess
 
-logger = logging.getLogger('asyncio')
+from ._compat import PY312 as _PY312
 
-_PY312 = sys.version_info >= (3, 12)
+logger = logging.getLogger('asyncio')
 
 
 def _format_pipe(fd):
