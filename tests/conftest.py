@@ -22,6 +22,7 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -330,3 +331,14 @@ def errors(loop, handler_calls):
     loop.set_exception_handler(lambda lp, ctx: None)
     handler_calls.keep_contexts = True
     return handler_calls
+
+
+@pytest.fixture
+def sockpair():
+    """A connected pair of non-blocking stream sockets (closed after)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

@@ -1,7 +1,6 @@
 """add_reader / add_writer / remove_reader / remove_writer."""
 import asyncio
 import os
-import socket
 
 import pytest
 
@@ -25,16 +24,6 @@ def pipe():
     yield r, w
     _close(r)
     _close(w)
-
-
-@pytest.fixture
-def sockpair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _run_until(loop, predicate):
