@@ -93,12 +93,15 @@ if (isinstance(_AsyncioThreadSafeHandle, type)
                             'loop.call_soon_threadsafe()')
 
         def cancel(self):
+            """Cancel the callback (from any thread; waits while it runs)."""
             self._handle.cancel()
 
         def cancelled(self):
+            """True once the callback was cancelled."""
             return self._handle.cancelled()
 
         def get_context(self):
+            """The contextvars.Context the callback runs in."""
             return self._handle.get_context()
 
         def _run(self):
@@ -253,6 +256,8 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             executor.shutdown(wait=False)
 
     def set_debug(self, enabled):
+        """Turn debug mode on or off (coroutine origin tracking follows
+        it while the loop runs)."""
         super().set_debug(enabled)
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking,
@@ -324,11 +329,13 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                 del task
 
     def set_task_factory(self, factory):
+        """Set the factory create_task() uses (None: asyncio.Task)."""
         if factory is not None and not callable(factory):
             raise TypeError('task factory must be a callable or None')
         self._task_factory = factory
 
     def get_task_factory(self):
+        """The task factory, or None."""
         return self._task_factory
 
     # -- executors ------------------------------------------------------------
@@ -349,6 +356,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
     def set_default_executor(self, executor):
+        """Use executor (a ThreadPoolExecutor) for run_in_executor(None)."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError('executor must be ThreadPoolExecutor')
         self._default_executor = executor
@@ -438,9 +446,12 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     # -- exception handling ---------------------------------------------------
 
     def get_exception_handler(self):
+        """The handler set with set_exception_handler(), or None."""
         return self._exception_handler
 
     def set_exception_handler(self, handler):
+        """Set handler(loop, context) as the exception handler (None:
+        default_exception_handler())."""
         if handler is not None and not callable(handler):
             raise TypeError('A callable object or None is expected, '
                             f'got {handler!r}')

@@ -132,13 +132,17 @@ class Server(asyncio.AbstractServer):
                 self._ssl_shutdown_timeout, context=self._context)
 
     def get_loop(self):
+        """The loop the server runs on."""
         return self._loop
 
     def is_serving(self):
+        """True while the server accepts connections."""
         return self._serving
 
     @property
     def sockets(self):
+        """The listening sockets (asyncio.trsock.TransportSocket
+        wrappers); empty once closed."""
         if self._sockets is None:
             return ()
         return tuple(trsock.TransportSocket(s) for s in self._sockets)
@@ -186,10 +190,13 @@ class Server(asyncio.AbstractServer):
                 transport.abort()
 
     async def start_serving(self):
+        """Start accepting connections (no-op when already serving)."""
         self._start_serving()
         await asyncio.sleep(0)  # let the add_reader calls take effect
 
     async def serve_forever(self):
+        """Accept connections until cancelled; the server is closed
+        then."""
         if self._serving_forever_fut is not None:
             raise RuntimeError(
                 f'server {self!r} is already being awaited on '
