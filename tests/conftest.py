@@ -322,6 +322,23 @@ def run_briefly(loop, steps=1):
         loop.run_forever()
 
 
+def run_until(loop, predicate, failsafe=10.0):
+    """Run the loop until predicate() is true; False if the failsafe
+    (seconds) fired first."""
+    def check():
+        if predicate():
+            loop.stop()
+        else:
+            loop.call_soon(check)
+
+    timed_out = []
+    h = loop.call_later(failsafe, lambda: (timed_out.append(1), loop.stop()))
+    loop.call_soon(check)
+    loop.run_forever()
+    h.cancel()
+    return not timed_out
+
+
 @pytest.fixture
 def errors(loop, handler_calls):
     """Contexts passed to the loop's exception handler.  Any call fails the

@@ -48,6 +48,19 @@ async def echo_server(loop, host='127.0.0.1', factory=Echo, **kw):
     return await loop.create_server(factory, host, 0, **kw)
 
 
+async def echo_client(loop):
+    """An echo server on 127.0.0.1 and a Collect client connected to it:
+    (server, transport, protocol)."""
+    server = await echo_server(loop)
+    try:
+        tr, pr = await loop.create_connection(
+            lambda: Collect(loop), '127.0.0.1', port_of(server))
+    except BaseException:
+        await close_server(server)
+        raise
+    return server, tr, pr
+
+
 # ---------------------------------------------------------------- basics
 
 def test_echo_and_extra_info(loop):
@@ -717,9 +730,7 @@ def test_write_to_closed_transport(loop):
 
 def test_write_type_errors(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         with pytest.raises(TypeError):
             tr.write('text is not bytes')
         tr.write(b'')  # no-op
@@ -768,9 +779,7 @@ def test_flow_control_slow_reader(loop):
 
 def test_pause_reading_stops_data_received(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         assert tr.is_reading()
         tr.pause_reading()
         tr.pause_reading()  # idempotent
@@ -791,9 +800,7 @@ def test_pause_reading_stops_data_received(loop):
 
 def test_bad_write_buffer_limits(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         with pytest.raises(ValueError):
             tr.set_write_buffer_limits(high=10, low=20)
         tr.close()
@@ -804,9 +811,7 @@ def test_bad_write_buffer_limits(loop):
 
 def test_set_protocol(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         other = Collect(loop)
         tr.set_protocol(other)
         assert tr.get_protocol() is other
