@@ -83,6 +83,14 @@ for v in 311 312 313; do
     conformance_run "conformance-py$v" "$VENVS/py$v"
 done
 
+# Lint (ruff from the test extra; rules in pyproject.toml): PEP 8 at 79
+# columns, pyflakes, docstrings on the package's public API. Under a second.
+echo "== lint (ruff)"
+if ! "$VENVS/py312/bin/ruff" check --no-cache evpy tests benchmarks \
+        conformance; then
+    failed+=("lint")
+fi
+
 if [ -n "$SID_PYTHONS" ]; then
     echo "== sid root (CPython 3.14, 3.15)"
     if wait "$sid_pid" && bash .ci/sid-root.sh mount "$SID_ROOT"; then

@@ -83,7 +83,8 @@ def _evpy_off_dir():
          "--build-temp", os.path.join(out, "tmp"), "-q"],
         cwd=repo, env=env, capture_output=True, text=True)
     if res.returncode != 0:
-        raise LoopUnavailable("building evpy-off failed: " + res.stderr[-2000:])
+        raise LoopUnavailable(
+            "building evpy-off failed: " + res.stderr[-2000:])
     with open(stamp, "w"):
         pass
     return out

@@ -300,8 +300,8 @@ def apply_hooks(mod, modname, new_loop, prefix):
     """Retarget loop hooks; return (applied, dropped, renamed)."""
     applied, dropped, renamed = [], set(), {}
     for kind, names, attr in HOOKS.get(modname, ()):
-        existing = [n for n in names if isinstance(getattr(mod, n, None),
-                                                    type)]
+        existing = [n for n in names
+                    if isinstance(getattr(mod, n, None), type)]
         if not existing:
             applied.append({'kind': kind, 'classes': names, 'hook': attr,
                             'status': 'missing'})
@@ -535,7 +535,10 @@ def main():
     faulthandler.enable(all_threads=True)
 
     out = open(args.out, 'a', buffering=1)
-    emit = lambda **rec: (out.write(json.dumps(rec) + '\n'), out.flush())
+
+    def emit(**rec):
+        out.write(json.dumps(rec) + '\n')
+        out.flush()
 
     skip = set()
     if args.skip_file and os.path.exists(args.skip_file):

@@ -202,8 +202,8 @@ def run_module(opts, module, side):
             'outcome': outcome, 'loops': None, 'time': None,
             'detail': ('%s (exit %s); module restarted without it\n%s'
                        % (outcome, rc, tail[-3000:]))}
-        log('  %s [%s]: %s in %s, restarting' % (module, loop, outcome,
-                                                   started))
+        log('  %s [%s]: %s in %s, restarting'
+            % (module, loop, outcome, started))
         if timed_out:
             res['status'] = 'timeout'
             res['detail'] = 'module time limit (%ss) hit' % opts.module_timeout
@@ -672,7 +672,8 @@ def main(argv=None):
     if opts.loop != 'asyncio':
         probe = ('import sys; sys.path.insert(0, %r); import child; '
                  'child.in_place_build(%r) and sys.path.insert(0, %r); '
-                 'import %s as m; m.new_event_loop().close(); print(m.__file__)'
+                 'import %s as m; m.new_event_loop().close(); '
+                 'print(m.__file__)'
                  % (HERE, os.path.dirname(HERE), os.path.dirname(HERE),
                     opts.loop))
         # Run from conformance/: `python -c` puts the cwd first on sys.path,

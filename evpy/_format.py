@@ -5,7 +5,10 @@ debug mode, errors), never per callback in the normal path."""
 import sys
 from asyncio import format_helpers
 
-_DEBUG_ARG = sys.version_info >= (3, 13)
+from ._compat import PY313
+
+# format_helpers' functions take a `debug` argument from 3.13 on.
+_DEBUG_ARG = PY313
 
 
 def callback_source(callback, args, debug=False):

@@ -1,8 +1,9 @@
 """Outgoing stream connections: create_connection (with Happy Eyeballs),
 create_unix_connection and connect_accepted_socket.
 
-Every connected socket becomes a transport through the loop's
-``_make_socket_transport`` (evpy's C stream transport).
+Every connected socket becomes a transport through
+``factories.socket_transport`` (evpy's C stream transport), or
+``factories.ssl_transport`` with ``ssl``.
 """
 
 import collections
@@ -12,19 +13,15 @@ import itertools
 import logging
 import os
 import socket
-import sys
 
 from asyncio import staggered
 
-from . import _core
+from . import _core, factories
+from ._compat import PY312, PY313, PY315
 from .sock import _future_set_result, check_ssl_socket, numeric_addrinfo
-from .transports import SocketTransport, _set_result_unless_cancelled
+from .sockutil import check_ssl_timeouts
 
 logger = logging.getLogger('asyncio')
-
-_PY312 = sys.version_info >= (3, 12)
-_PY313 = sys.version_info >= (3, 13)
-_PY315 = sys.version_info >= (3, 15)
 
 
 def _interleave_addrinfos(infos, first_family_count=1):
@@ -44,7 +41,7 @@ def _interleave_addrinfos(infos, first_family_count=1):
 
 
 def _bind_error(laddr, exc):
-    text = str(exc).lower() if _PY313 else exc.strerror.lower()
+    text = str(exc).lower() if PY313 else exc.strerror.lower()
     return OSError(exc.errno,
                    f'error while attempting to bind on address {laddr!r}: '
                    f'{text}')
@@ -125,7 +122,7 @@ class ConnectMixin:
         return (transport, protocol)."""
         if all_errors is _NOT_GIVEN:
             all_errors = False
-        elif not _PY312:
+        elif not PY312:
             raise TypeError("create_connection() got an unexpected keyword "
                             "argument 'all_errors'")
         if (host is not None and ssl is None and sock is None
@@ -153,12 +150,7 @@ class ConnectMixin:
                 raise ValueError('You must set server_hostname '
                                  'when using ssl without a host')
             server_hostname = host
-        if ssl_handshake_timeout is not None and not ssl:
-            raise ValueError(
-                'ssl_handshake_timeout is only meaningful with ssl')
-        if ssl_shutdown_timeout is not None and not ssl:
-            raise ValueError(
-                'ssl_shutdown_timeout is only meaningful with ssl')
+        check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
         if sock is not None:
             check_ssl_socket(sock)
 
@@ -220,10 +212,10 @@ class ConnectMixin:
         extra = {'peername': address} if family == socket.AF_INET else {}
         # 3.15: as in _create_connection_transport. Owns fd from here
         # (closes it if this raises).
-        context = contextvars.copy_context() if _PY315 else None
-        transport = _core.adopt_stream(
-            self, SocketTransport, fd, (family, type_, proto), protocol,
-            extra, waiter, _set_result_unless_cancelled, context)
+        context = contextvars.copy_context() if PY315 else None
+        transport = factories.adopt_connected(
+            self, fd, (family, type_, proto), protocol, extra, waiter,
+            context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
@@ -287,7 +279,7 @@ class ConnectMixin:
             server_side=False, ssl_handshake_timeout=None,
             ssl_shutdown_timeout=None, context=None):
         sock.setblocking(False)
-        if context is None and _PY315:
+        if context is None and PY315:
             # 3.15: the connection's protocol runs in a copy of the
             # context it was made in (its I/O events too).
             context = contextvars.copy_context()
@@ -295,14 +287,14 @@ class ConnectMixin:
         waiter = self.create_future()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            transport = self._make_ssl_transport(
-                sock, protocol, sslcontext, waiter,
+            transport = factories.ssl_transport(
+                self, sock, protocol, sslcontext, waiter,
                 server_side=server_side, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
         else:
-            transport = self._make_socket_transport(sock, protocol, waiter,
-                                                    context=context)
+            transport = factories.socket_transport(self, sock, protocol,
+                                                   waiter, context=context)
         try:
             await waiter
         except:  # noqa: E722 - also on cancellation
@@ -325,12 +317,8 @@ class ConnectMixin:
             if server_hostname is not None:
                 raise ValueError(
                     'server_hostname is only meaningful with ssl')
-            if ssl_handshake_timeout is not None:
-                raise ValueError(
-                    'ssl_handshake_timeout is only meaningful with ssl')
-            if ssl_shutdown_timeout is not None:
-                raise ValueError(
-                    'ssl_shutdown_timeout is only meaningful with ssl')
+            check_ssl_timeouts(False, ssl_handshake_timeout,
+                               ssl_shutdown_timeout)
 
         if path is not None:
             if sock is not None:
@@ -363,12 +351,7 @@ class ConnectMixin:
         """Wrap a socket accepted outside asyncio in a transport."""
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f'A Stream Socket was expected, got {sock!r}')
-        if ssl_handshake_timeout is not None and not ssl:
-            raise ValueError(
-                'ssl_handshake_timeout is only meaningful with ssl')
-        if ssl_shutdown_timeout is not None and not ssl:
-            raise ValueError(
-                'ssl_shutdown_timeout is only meaningful with ssl')
+        check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
         check_ssl_socket(sock)
         transport, protocol = await self._create_connection_transport(
             sock, protocol_factory, ssl, '', server_side=True,

@@ -1,8 +1,8 @@
 """DatagramMixin: loop.create_datagram_endpoint and the datagram sock_*
 coroutines (sock_sendto, sock_recvfrom, sock_recvfrom_into).
 
-Transports come from the loop's ``_make_datagram_transport`` (the C
-datagram transport, with selector_events' private signature). Argument
+Transports come from ``factories.datagram_transport`` (the C datagram
+transport). Argument
 checking, address resolution and socket set-up follow asyncio 3.11-3.13
 (base_events.create_datagram_endpoint); the sock_* coroutines try the
 system call first and watch the descriptor only when it would block, as
@@ -11,46 +11,18 @@ selector_events does, removing the watch when the future is done
 """
 
 import logging
-import os
 from operator import methodcaller
 import socket
-import stat
-import sys
 
+from . import factories
+from ._compat import PY313
 from .sock import _SSLSocket, numeric_addrinfo
+from .sockutil import remove_stale_unix_socket, set_reuseport
 
 logger = logging.getLogger('asyncio')
 
-_PY313 = sys.version_info >= (3, 13)
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 _HAS_AF_UNIX = hasattr(socket, 'AF_UNIX')
-
-
-def _set_reuseport(sock):
-    if not hasattr(socket, 'SO_REUSEPORT'):
-        raise ValueError('reuse_port not supported by socket module')
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        raise ValueError('reuse_port not supported by socket module, '
-                         'SO_REUSEPORT defined but not implemented.')
-
-
-def _remove_stale_unix_socket(path):
-    """Remove a socket file left at path, as asyncio does for AF_UNIX
-    datagram endpoints (abstract names and other file types are left
-    alone)."""
-    if path[0] in (0, '\x00'):
-        return
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.remove(path)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        # The directory may only allow creating the socket.
-        logger.error('Unable to check or remove stale UNIX socket %r: %r',
-                     path, err)
 
 
 class DatagramMixin:
@@ -76,7 +48,7 @@ class DatagramMixin:
         """Create a datagram endpoint; return (transport, protocol)."""
         r_addr = None
         if sock is not None:
-            if _PY313:
+            if PY313:
                 if sock.type == socket.SOCK_STREAM:
                     raise ValueError(
                         f'A datagram socket was expected, got {sock!r}')
@@ -102,8 +74,8 @@ class DatagramMixin:
 
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._make_datagram_transport(sock, protocol, r_addr,
-                                                  waiter)
+        transport = factories.datagram_transport(self, sock, protocol,
+                                                 r_addr, waiter)
         if self._debug:
             if local_addr:
                 logger.info('Datagram endpoint local_addr=%r remote_addr=%r '
@@ -132,7 +104,7 @@ class DatagramMixin:
                 if addr is not None and not isinstance(addr, str):
                     raise TypeError('string is expected')
             if local_addr:
-                _remove_stale_unix_socket(local_addr)
+                remove_stale_unix_socket(local_addr)
             return [((family, proto), (local_addr, remote_addr))]
 
         # Group the resolved addresses by (family, proto), in order.
@@ -167,7 +139,7 @@ class DatagramMixin:
                 sock = socket.socket(family=family, type=socket.SOCK_DGRAM,
                                      proto=proto)
                 if reuse_port:
-                    _set_reuseport(sock)
+                    set_reuseport(sock)
                 if allow_broadcast:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 sock.setblocking(False)

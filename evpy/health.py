@@ -70,6 +70,7 @@ class Histogram:
 
     @property
     def mean(self):
+        """The mean of the recorded values (None when empty)."""
         return self.sum / self.count if self.count else None
 
 
@@ -290,6 +291,8 @@ class BlockingIncident:
 
     @property
     def callback(self):
+        """``func() at file:line`` of the callback that blocked (the
+        outermost frame of the stack), or None without a stack."""
         if not self.stack:
             return None
         f = self.stack[0]
@@ -297,12 +300,16 @@ class BlockingIncident:
 
     @property
     def blocking_line(self):
+        """``file:line in func`` where the loop thread was when the
+        incident was detected (the innermost frame), or None."""
         if not self.stack:
             return None
         f = self.stack[-1]
         return f'{f.filename}:{f.lineno} in {f.name}'
 
     def format(self):
+        """The log message: duration, state, callback, task and (while
+        still running) the loop thread's stack."""
         state = 'ended' if self.ended else 'still running'
         head = (f'Event loop blocked for {self.duration:.3f} seconds '
                 f'({state})')
@@ -316,6 +323,7 @@ class BlockingIncident:
         return head
 
     def as_dict(self):
+        """The incident as plain data (for JSON)."""
         return {'duration': self.duration, 'ended': self.ended,
                 'callback': self.callback,
                 'blocking_line': self.blocking_line, 'task': self.task,
@@ -375,6 +383,7 @@ class BlockingDetector:
         self.current = None
 
     def start(self):
+        """Start the watchdog thread (no-op when it already runs)."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -391,6 +400,7 @@ class BlockingDetector:
 
     @property
     def running(self):
+        """True while the watchdog thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
     def _report(self, incident):

@@ -21,17 +21,16 @@ import traceback
 import warnings
 import weakref
 
-from . import _core, _format, health, tls_records, transports
+from asyncio import constants
+
+from . import _core, _format, factories, health, tls_records
+from ._compat import PY312, PY313, PY314
 from .net import NetMixin
 from .datagram import DatagramMixin
 from .pipes import PipesMixin
 from .subprocess import SubprocessMixin
 
 logger = logging.getLogger('asyncio')
-
-_PY312 = sys.version_info >= (3, 12)
-_PY313 = sys.version_info >= (3, 13)
-_PY314 = sys.version_info >= (3, 14)
 
 
 # asyncio.iscoroutinefunction() is deprecated from 3.14 (it warns); asyncio
@@ -94,12 +93,15 @@ if (isinstance(_AsyncioThreadSafeHandle, type)
                             'loop.call_soon_threadsafe()')
 
         def cancel(self):
+            """Cancel the callback (from any thread; waits while it runs)."""
             self._handle.cancel()
 
         def cancelled(self):
+            """True once the callback was cancelled."""
             return self._handle.cancelled()
 
         def get_context(self):
+            """The contextvars.Context the callback runs in."""
             return self._handle.get_context()
 
         def _run(self):
@@ -254,6 +256,8 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             executor.shutdown(wait=False)
 
     def set_debug(self, enabled):
+        """Turn debug mode on or off (coroutine origin tracking follows
+        it while the loop runs)."""
         super().set_debug(enabled)
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking,
@@ -278,7 +282,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     # create_task() is C (csrc/loop.c): it makes the plain Task itself when
     # there is no task factory, no debug mode and no keyword but name and
     # context, and calls _create_task_slow() with its arguments otherwise.
-    if _PY314:
+    if PY314:
         def _create_task_slow(self, coro, **kwargs):
             """create_task() as asyncio 3.14's: keyword arguments go to the
             task factory or the Task as given (eager_start included)."""
@@ -300,7 +304,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                               **kwargs):
             """create_task() with a task factory, in debug mode, on a
             closed loop or with other keywords (3.13 passes them on)."""
-            if kwargs and not _PY313:
+            if kwargs and not PY313:
                 raise TypeError('create_task() got an unexpected keyword '
                                 f'argument {next(iter(kwargs))!r}')
             self._check_closed()
@@ -315,7 +319,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                     task = factory(self, coro, **kwargs)
                 else:
                     task = factory(self, coro, context=context, **kwargs)
-                if _PY313:
+                if PY313:
                     task.set_name(name)
                 elif name is not None:
                     task.set_name(name)
@@ -325,11 +329,13 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
                 del task
 
     def set_task_factory(self, factory):
+        """Set the factory create_task() uses (None: asyncio.Task)."""
         if factory is not None and not callable(factory):
             raise TypeError('task factory must be a callable or None')
         self._task_factory = factory
 
     def get_task_factory(self):
+        """The task factory, or None."""
         return self._task_factory
 
     # -- executors ------------------------------------------------------------
@@ -350,6 +356,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
     def set_default_executor(self, executor):
+        """Use executor (a ThreadPoolExecutor) for run_in_executor(None)."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError('executor must be ThreadPoolExecutor')
         self._default_executor = executor
@@ -393,7 +400,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
         else:
             thread.join()
 
-    if _PY312:
+    if PY312:
         async def shutdown_default_executor(self, timeout=None):
             """Shut the default executor down and wait for its threads,
             at most `timeout` seconds."""
@@ -439,9 +446,12 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
     # -- exception handling ---------------------------------------------------
 
     def get_exception_handler(self):
+        """The handler set with set_exception_handler(), or None."""
         return self._exception_handler
 
     def set_exception_handler(self, handler):
+        """Set handler(loop, context) as the exception handler (None:
+        default_exception_handler())."""
         if handler is not None and not callable(handler):
             raise TypeError('A callable object or None is expected, '
                             f'got {handler!r}')
@@ -493,7 +503,7 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             return
         try:
             ctx = None
-            if _PY312:
+            if PY312:
                 thing = (context.get('task') or context.get('future')
                          or context.get('handle'))
                 if thing is not None and hasattr(thing, 'get_context'):
@@ -575,28 +585,51 @@ class Loop(_core.Loop, NetMixin, PipesMixin, SubprocessMixin, DatagramMixin,
             detector.stop()
 
     # -- transports -----------------------------------------------------------
+    # asyncio's private factory methods (selector_events' and unix_events'
+    # signatures), kept for code that calls them; evpy itself makes its
+    # transports through evpy/factories.py.
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None, context=None):
         """Wrap a connected non-blocking stream socket in a transport
         (whose protocol callbacks run in `context`, when given)."""
-        return transports.SocketTransport(self, sock, protocol, waiter,
-                                          extra, server, context)
+        return factories.socket_transport(self, sock, protocol, waiter,
+                                          extra=extra, server=server,
+                                          context=context)
+
+    def _make_ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter=None,
+            *, server_side=False, server_hostname=None,
+            extra=None, server=None,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+            context=None):
+        """Wrap a connected socket in a TLS transport for protocol (see
+        factories.ssl_transport); return the application transport."""
+        return factories.ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter,
+            server_side=server_side, server_hostname=server_hostname,
+            extra=extra, server=server,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout, context=context)
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
-        return transports.DatagramTransport(self, sock, protocol, address,
+        """Wrap a datagram socket in a transport."""
+        return factories.datagram_transport(self, sock, protocol, address,
                                             waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None,
                                   extra=None):
-        return transports.ReadPipeTransport(self, pipe, protocol, waiter,
-                                            extra)
+        """Wrap the read end of a pipe in a transport."""
+        return factories.read_pipe_transport(self, pipe, protocol, waiter,
+                                             extra)
 
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None,
                                    extra=None):
-        return transports.WritePipeTransport(self, pipe, protocol, waiter,
-                                             extra)
+        """Wrap the write end of a pipe in a transport."""
+        return factories.write_pipe_transport(self, pipe, protocol, waiter,
+                                              extra)
 
     # -- signals --------------------------------------------------------------
 

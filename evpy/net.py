@@ -6,12 +6,12 @@
     sock.py      getaddrinfo, getnameinfo, sock_recv, sock_recv_into,
                  sock_sendall, sock_connect, sock_accept
     sendfile.py  sock_sendfile, sendfile
-    tls.py       _make_ssl_transport, start_tls (asyncio's SSLProtocol
+    tls.py       start_tls and the TLS accept path (asyncio's SSLProtocol
                  state machine; tls_records.py its data path)
 
-Transports come from the loop's ``_make_socket_transport`` (the C stream
-transport); with ``ssl`` they go through ``_make_ssl_transport`` (tls.py:
-asyncio's SSLProtocol over that transport).
+Transports come from factories.py: ``socket_transport`` (the C stream
+transport) and, with ``ssl``, ``ssl_transport`` (asyncio's SSLProtocol over
+that transport).
 """
 
 from .connect import ConnectMixin

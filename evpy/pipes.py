@@ -1,13 +1,15 @@
 """PipesMixin: loop.connect_read_pipe and loop.connect_write_pipe.
 
-The transports come from the loop's ``_make_read_pipe_transport`` and
-``_make_write_pipe_transport`` (the C pipe transports, with asyncio's
-unix_events private signatures); they check the file type and raise
-asyncio's ValueError. This layer waits for the transport's waiter and
-closes the transport if that wait fails, as asyncio's base_events does.
+The transports come from ``factories.read_pipe_transport`` and
+``factories.write_pipe_transport`` (the C pipe transports); they check the
+file type and raise asyncio's ValueError. This layer waits for the
+transport's waiter and closes the transport if that wait fails, as
+asyncio's base_events does.
 """
 
 import logging
+
+from . import factories
 
 logger = logging.getLogger('asyncio')
 
@@ -18,18 +20,18 @@ class PipesMixin:
     async def connect_read_pipe(self, protocol_factory, pipe):
         """Register the read end of pipe; return (transport, protocol)."""
         return await self._connect_pipe(
-            self._make_read_pipe_transport, 'Read', protocol_factory, pipe)
+            factories.read_pipe_transport, 'Read', protocol_factory, pipe)
 
     async def connect_write_pipe(self, protocol_factory, pipe):
         """Register the write end of pipe; return (transport, protocol)."""
         return await self._connect_pipe(
-            self._make_write_pipe_transport, 'Write', protocol_factory, pipe)
+            factories.write_pipe_transport, 'Write', protocol_factory, pipe)
 
     async def _connect_pipe(self, make_transport, what, protocol_factory,
                             pipe):
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = make_transport(pipe, protocol, waiter)
+        transport = make_transport(self, pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:

@@ -23,6 +23,7 @@ import sys
 from asyncio import constants
 from asyncio.exceptions import SendfileNotAvailableError
 
+from ._compat import PY314
 from .sock import check_ssl_socket
 
 _Mode = constants._SendfileMode
@@ -33,7 +34,7 @@ _MAX_BLOCK = sys.maxsize // 2 + 1  # sendfile() count limit on 32-bit
 # fallbacks always start at `offset` (not at the current position when
 # offset is 0), and the native path leaves the position at offset + sent
 # even when nothing was sent. Before 3.14 both followed the bytes sent.
-_POSITION_ALWAYS = sys.version_info >= (3, 14)
+_POSITION_ALWAYS = PY314
 
 
 def _check_sendfile_params(sock, file, offset, count):
@@ -76,16 +77,21 @@ class _SendfileProtocol(asyncio.Protocol):
         transport.set_protocol(self)
 
     async def drain(self):
+        """Wait until the transport takes more data (raise if it
+        closed)."""
         if self._transport.is_closing():
             raise ConnectionError('Connection closed by peer')
         if self._write_ready is not None:
             await self._write_ready
 
     def connection_made(self, transport):
+        """Never called: the connection exists already."""
         raise RuntimeError('Invalid state: '
                            'connection should have been established already.')
 
     def connection_lost(self, exc):
+        """Fail a pending drain() and pass exc on to the transport's
+        protocol."""
         fut = self._write_ready
         if fut is not None and not fut.done():
             fut.set_exception(exc if exc is not None else
@@ -93,10 +99,12 @@ class _SendfileProtocol(asyncio.Protocol):
         self._proto.connection_lost(exc)
 
     def pause_writing(self):
+        """Make drain() wait."""
         if self._write_ready is None:
             self._write_ready = self._loop.create_future()
 
     def resume_writing(self):
+        """Release drain()."""
         fut = self._write_ready
         if fut is None:
             return
@@ -105,12 +113,16 @@ class _SendfileProtocol(asyncio.Protocol):
             fut.set_result(False)
 
     def data_received(self, data):
+        """Never called: reading is paused."""
         raise RuntimeError('Invalid state: reading should be paused')
 
     def eof_received(self):
+        """Never called: reading is paused."""
         raise RuntimeError('Invalid state: reading should be paused')
 
     def restore(self):
+        """Give the transport its protocol back, with reading and
+        writing as they were before sendfile()."""
         self._transport.set_protocol(self._proto)
         if self._resume_reading:
             self._transport.resume_reading()

@@ -2,9 +2,9 @@
 and the accept loop.
 
 The accept loop watches each listening socket with add_reader, accepts up to
-`backlog` connections per readiness event and hands each one to the loop's
-``_make_socket_transport`` (evpy's C stream transport), which attaches it to
-the server.  When accept() runs out of descriptors or memory the error goes
+`backlog` connections per readiness event and makes each one a transport
+(evpy's C stream transport, through ``factories``), which attaches it to the
+server.  When accept() runs out of descriptors or memory the error goes
 to the exception handler and accepting pauses for
 ``asyncio.constants.ACCEPT_RETRY_DELAY`` seconds, as in asyncio.
 """
@@ -16,35 +16,23 @@ import itertools
 import logging
 import os
 import socket
-import stat
 import sys
 import weakref
 
 from asyncio import constants, trsock
 from contextvars import copy_context
 
-from . import _core
+from . import _core, factories
+from ._compat import PY312, PY313, PY315
 from .sock import check_ssl_socket
+from .sockutil import (check_ssl_timeouts, is_abstract,
+                       remove_stale_unix_socket, set_reuseport)
 from .tls import tls_server_factory
-from .transports import SocketTransport
 
 logger = logging.getLogger('asyncio')
 
-_PY312 = sys.version_info >= (3, 12)
-_PY313 = sys.version_info >= (3, 13)
-_PY315 = sys.version_info >= (3, 15)
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-def _set_reuseport(sock):
-    if not hasattr(socket, 'SO_REUSEPORT'):
-        raise ValueError('reuse_port not supported by socket module')
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        raise ValueError('reuse_port not supported by socket module, '
-                         'SO_REUSEPORT defined but not implemented.')
 
 
 def _listener_info(sock):
@@ -63,10 +51,6 @@ def _listener_info(sock):
     elif sock.family == socket.AF_UNIX and addr and isinstance(addr, str):
         sockname = addr
     return kind, sockname
-
-
-def _is_abstract(path):
-    return path[0] in (0, '\x00')
 
 
 class Server(asyncio.AbstractServer):
@@ -96,7 +80,7 @@ class Server(asyncio.AbstractServer):
         self._unix_files = {}
         # 3.15: each accepted connection runs its protocol in a copy of
         # the context the server was created in.
-        self._context = copy_context() if _PY315 else None
+        self._context = copy_context() if PY315 else None
 
     def __repr__(self):
         return f'<{type(self).__name__} sockets={self.sockets!r}>'
@@ -148,13 +132,17 @@ class Server(asyncio.AbstractServer):
                 self._ssl_shutdown_timeout, context=self._context)
 
     def get_loop(self):
+        """The loop the server runs on."""
         return self._loop
 
     def is_serving(self):
+        """True while the server accepts connections."""
         return self._serving
 
     @property
     def sockets(self):
+        """The listening sockets (asyncio.trsock.TransportSocket
+        wrappers); empty once closed."""
         if self._sockets is None:
             return ()
         return tuple(trsock.TransportSocket(s) for s in self._sockets)
@@ -190,7 +178,7 @@ class Server(asyncio.AbstractServer):
             logger.error('Unable to clean up listening UNIX socket %r: %r',
                          path, err)
 
-    if _PY313:
+    if PY313:
         def close_clients(self):
             """Close every connection accepted by this server."""
             for transport in self._live_clients():
@@ -202,10 +190,13 @@ class Server(asyncio.AbstractServer):
                 transport.abort()
 
     async def start_serving(self):
+        """Start accepting connections (no-op when already serving)."""
         self._start_serving()
         await asyncio.sleep(0)  # let the add_reader calls take effect
 
     async def serve_forever(self):
+        """Accept connections until cancelled; the server is closed
+        then."""
         if self._serving_forever_fut is not None:
             raise RuntimeError(
                 f'server {self!r} is already being awaited on '
@@ -219,7 +210,7 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
-                if _PY313:
+                if PY313:
                     # As asyncio from 3.14 (and 3.13's later releases): a
                     # cancelled server closes its connections too, so
                     # waiting for them cannot hang on an idle client.
@@ -236,7 +227,7 @@ class Server(asyncio.AbstractServer):
         asyncio does there."""
         if self._waiters is None:
             return
-        if not _PY312 and self._sockets is None:
+        if not PY312 and self._sockets is None:
             return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
@@ -282,8 +273,9 @@ class ServerMixin:
             return
         try:
             _core.accept_connections(self, sock, backlog, protocol_factory,
-                                     SocketTransport, info[0], info[1],
-                                     server, _PY315)
+                                     factories.SocketTransport, info[0],
+                                     info[1],
+                                     server, PY315)
         except OSError as exc:
             self._accept_failed(exc, protocol_factory, sock, server, backlog,
                                 info)
@@ -314,7 +306,7 @@ class ServerMixin:
             # connection also runs in it, as the C accept loop does.
             conn_context = copy_context()
             conn_context.run(self._accepted, protocol_factory, conn_fd, addr,
-                             info, server, conn_context if _PY315 else None)
+                             info, server, conn_context if PY315 else None)
 
     def _accept_failed(self, exc, protocol_factory, sock, server, backlog,
                        info):
@@ -350,15 +342,16 @@ class ServerMixin:
                 conn = socket.socket(*kind, fileno=fd)
                 conn.setblocking(False)
                 try:
-                    self._make_socket_transport(conn, protocol, extra=extra,
-                                                context=conn_context)
+                    factories.socket_transport(self, conn, protocol,
+                                               extra=extra,
+                                               context=conn_context)
                 except BaseException:
                     conn.close()
                     raise
             else:
                 # Owns fd from here (closes it if it raises).
-                SocketTransport._adopt(self, fd, kind, protocol, extra,
-                                       server=server, context=conn_context)
+                factories.adopt_accepted(self, fd, kind, protocol, extra,
+                                         server=server, context=conn_context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -419,7 +412,7 @@ class ServerMixin:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR,
                                     True)
                 if reuse_port:
-                    _set_reuseport(sock)
+                    set_reuseport(sock)
                 if keep_alive:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE,
                                     True)
@@ -431,11 +424,11 @@ class ServerMixin:
                 try:
                     sock.bind(sa)
                 except OSError as err:
-                    text = str(err).lower() if _PY313 else (
+                    text = str(err).lower() if PY313 else (
                         err.strerror.lower())
                     msg = ('error while attempting to bind on address '
                            f'{sa!r}: {text}')
-                    if _PY313 and err.errno == errno.EADDRNOTAVAIL:
+                    if PY313 and err.errno == errno.EADDRNOTAVAIL:
                         # The family is probably disabled (bpo-30945).
                         sockets.pop()
                         sock.close()
@@ -443,7 +436,7 @@ class ServerMixin:
                             logger.warning(msg)
                         continue
                     raise OSError(err.errno, msg) from None
-            if _PY313 and not sockets:
+            if PY313 and not sockets:
                 raise OSError('could not bind on any address out of %r'
                               % ([info[4] for info in infos],))
             completed = True
@@ -459,12 +452,8 @@ class ServerMixin:
                              ssl_shutdown_timeout, start_serving):
         if isinstance(ssl, bool):
             raise TypeError('ssl argument must be an SSLContext or None')
-        if ssl_handshake_timeout is not None and ssl is None:
-            raise ValueError(
-                'ssl_handshake_timeout is only meaningful with ssl')
-        if ssl_shutdown_timeout is not None and ssl is None:
-            raise ValueError(
-                'ssl_shutdown_timeout is only meaningful with ssl')
+        check_ssl_timeouts(ssl is not None, ssl_handshake_timeout,
+                           ssl_shutdown_timeout)
         if sock is not None:
             check_ssl_socket(sock)
 
@@ -493,7 +482,7 @@ class ServerMixin:
             logger.info('%r is serving', server)
         return server
 
-    if _PY313:
+    if PY313:
         async def create_server(
                 self, protocol_factory, host=None, port=None, *,
                 family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
@@ -528,12 +517,7 @@ class ServerMixin:
                                   cleanup_socket):
         if isinstance(ssl, bool):
             raise TypeError('ssl argument must be an SSLContext or None')
-        if ssl_handshake_timeout is not None and not ssl:
-            raise ValueError(
-                'ssl_handshake_timeout is only meaningful with ssl')
-        if ssl_shutdown_timeout is not None and not ssl:
-            raise ValueError(
-                'ssl_shutdown_timeout is only meaningful with ssl')
+        check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
 
         if path is not None:
             if sock is not None:
@@ -541,8 +525,7 @@ class ServerMixin:
                     'path and sock can not be specified at the same time')
             path = os.fspath(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            if not _is_abstract(path):
-                self._remove_stale_unix_socket(path)
+            remove_stale_unix_socket(path)
             try:
                 sock.bind(path)
             except OSError as exc:
@@ -567,7 +550,7 @@ class ServerMixin:
         unix_file = None
         if cleanup_socket:
             name = sock.getsockname()
-            if name and not _is_abstract(name):
+            if name and not is_abstract(name):
                 try:
                     unix_file = (name, os.stat(name).st_ino)
                 except FileNotFoundError:
@@ -583,19 +566,7 @@ class ServerMixin:
             await asyncio.sleep(0)
         return server
 
-    @staticmethod
-    def _remove_stale_unix_socket(path):
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.remove(path)
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            # The directory may only allow creating the socket.
-            logger.error('Unable to check or remove stale UNIX socket '
-                         '%r: %r', path, err)
-
-    if _PY313:
+    if PY313:
         async def create_unix_server(
                 self, protocol_factory, path=None, *, sock=None, backlog=100,
                 ssl=None, ssl_handshake_timeout=None,

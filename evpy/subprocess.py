@@ -26,15 +26,14 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import weakref
 
 from asyncio import base_subprocess
 
-logger = logging.getLogger('asyncio')
+from ._compat import PY312 as _PY312
 
-_PY312 = sys.version_info >= (3, 12)
+logger = logging.getLogger('asyncio')
 
 
 def _format_pipe(fd):
@@ -101,6 +100,8 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
             # _proc is kept: _connect_pipes() may still be running.
 
     def send_signal(self, signal):
+        """Send signal to the child process (nothing once it has been
+        reaped: its pid may belong to another process)."""
         self._check_proc()
         if self._proc.returncode is not None:
             return  # reaped: the pid may belong to another process now
@@ -110,9 +111,11 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
             pass
 
     def terminate(self):
+        """Send SIGTERM to the child process."""
         self.send_signal(signal.SIGTERM)
 
     def kill(self):
+        """Send SIGKILL to the child process."""
         self.send_signal(signal.SIGKILL)
 
 

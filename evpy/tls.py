@@ -9,11 +9,11 @@ protocol is ``tls_records.RecordProtocol``, asyncio's class with a data
 path that does not allocate 256 KiB per record.  The C transport reads
 straight into its buffer (get_buffer / buffer_updated) and
 ``set_protocol()`` switches a live connection between data_received and
-the buffered path, which is what ``start_tls()`` needs.
+the buffered path, which is what ``start_tls()`` needs.  New TLS
+connections (create_connection, connect_accepted_socket,
+create_unix_connection) get their transport from
+``factories.ssl_transport``.
 
-    _make_ssl_transport   selector_events.BaseSelectorEventLoop's, same
-                          signature (create_connection, connect_accepted_
-                          socket, create_unix_connection)
     start_tls             base_events.BaseEventLoop.start_tls
     tls_server_factory    the accept path: a protocol factory producing the
                           SSLProtocol of each accepted connection, with
@@ -22,8 +22,6 @@ the buffered path, which is what ``start_tls()`` needs.
 
 import asyncio
 import logging
-
-from asyncio import constants
 
 from . import tls_records
 
@@ -37,27 +35,8 @@ logger = logging.getLogger('asyncio')
 
 
 class TLSMixin:
-    """_make_ssl_transport and start_tls for evpy.Loop."""
-
-    def _make_ssl_transport(
-            self, rawsock, protocol, sslcontext, waiter=None,
-            *, server_side=False, server_hostname=None,
-            extra=None, server=None,
-            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
-            context=None):
-        """Wrap a connected socket in a TLS transport for protocol; the
-        handshake starts when the socket transport calls
-        SSLProtocol.connection_made, and waiter gets its outcome. With a
-        context (3.15), the protocols' callbacks run in it."""
-        ssl_protocol = tls_records.protocol_class()(
-            self, protocol, sslcontext, waiter,
-            server_side, server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout)
-        self._make_socket_transport(rawsock, ssl_protocol, extra=extra,
-                                    server=server, context=context)
-        return ssl_protocol._app_transport
+    """start_tls for evpy.Loop (TLS transports themselves come from
+    factories.ssl_transport)."""
 
     async def start_tls(self, transport, protocol, sslcontext, *,
                         server_side=False, server_hostname=None,

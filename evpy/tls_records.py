@@ -202,13 +202,16 @@ class RecordProtocol(sslproto.SSLProtocol):
     _write_pos = 0  # bytes of _write_backlog[0] already encrypted
 
     def connection_lost(self, exc):
+        """asyncio's connection_lost, with the partial-write offset
+        reset."""
         self._write_pos = 0  # asyncio clears the backlog
         return super().connection_lost(exc)
 
     # -- reads ---------------------------------------------------------------
 
     def get_buffer(self, n):
-        # asyncio's buffer_updated() reads _ssl_buffer_view.
+        """The loop's shared TLS read buffer (asyncio's buffer_updated()
+        reads it back through _ssl_buffer_view)."""
         view = self._ssl_buffer_view = _loop_buffers(self._loop)[0]
         return view
 

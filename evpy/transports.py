@@ -37,6 +37,8 @@ class _Common:
     """What every evpy transport shares on the Python side."""
 
     def set_write_buffer_limits(self, high=None, low=None):
+        """Set the high and low water marks of the write buffer
+        (asyncio's defaults: high 64 KiB, low high // 4)."""
         if high is None:
             high = 64 * 1024 if low is None else 4 * low
         if low is None:
@@ -76,6 +78,9 @@ class _SocketTransportBase(_Common):
         self.set_protocol(protocol)
 
     def get_extra_info(self, name, default=None):
+        """Transport information (asyncio's extra: 'socket',
+        'sockname', 'peername', ...); socket and addresses are looked up on
+        first use."""
         extra = self._extra
         try:
             return extra[name]
@@ -354,6 +359,7 @@ class ReadPipeTransport(_PipeTransport):
         self._close_now(None)
 
     def close(self):
+        """Close now (nothing is buffered on a read pipe)."""
         if not self._closing:
             self._close_now(None)
 
@@ -400,14 +406,16 @@ class WritePipeTransport(_PipeTransport):
             self._close_now(None)
 
     def write_eof(self):
-        # For a pipe, EOF is closing once the queued data is written.
+        """Close once the queued data is written (EOF, for a pipe)."""
         _core.StreamTransport.close(self)
 
     def close(self):
+        """Close once the queued data is written."""
         if self._sock is not None and not self._closing:
             self.write_eof()
 
     def abort(self):
+        """Close now, dropping the queued data."""
         self._close_now(None)
 
     def _warn_write_after_close(self):

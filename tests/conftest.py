@@ -22,6 +22,7 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -321,6 +322,23 @@ def run_briefly(loop, steps=1):
         loop.run_forever()
 
 
+def run_until(loop, predicate, failsafe=10.0):
+    """Run the loop until predicate() is true; False if the failsafe
+    (seconds) fired first."""
+    def check():
+        if predicate():
+            loop.stop()
+        else:
+            loop.call_soon(check)
+
+    timed_out = []
+    h = loop.call_later(failsafe, lambda: (timed_out.append(1), loop.stop()))
+    loop.call_soon(check)
+    loop.run_forever()
+    h.cancel()
+    return not timed_out
+
+
 @pytest.fixture
 def errors(loop, handler_calls):
     """Contexts passed to the loop's exception handler.  Any call fails the
@@ -330,3 +348,14 @@ def errors(loop, handler_calls):
     loop.set_exception_handler(lambda lp, ctx: None)
     handler_calls.keep_contexts = True
     return handler_calls
+
+
+@pytest.fixture
+def sockpair():
+    """A connected pair of non-blocking stream sockets (closed after)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

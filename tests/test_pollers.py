@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import make_loop, run_briefly
+from conftest import make_loop, run_briefly, run_until
 
 pytestmark = pytest.mark.evpy_only
 
@@ -21,21 +21,6 @@ def backend(request, monkeypatch, kind):
         pytest.fail("backend list below is for Linux; extend it")
     monkeypatch.setenv("EVPY_POLLER", request.param)
     return request.param
-
-
-def _run_until(loop, predicate):
-    def check():
-        if predicate():
-            loop.stop()
-        else:
-            loop.call_soon(check)
-
-    timed_out = []
-    h = loop.call_later(FAILSAFE, lambda: (timed_out.append(1), loop.stop()))
-    loop.call_soon(check)
-    loop.run_forever()
-    h.cancel()
-    return not timed_out
 
 
 def test_backends_constant_lists_available_backends(kind, evpy_mod):
@@ -91,7 +76,7 @@ def test_backend_io_workload(backend):
                                                lp.remove_reader(r)))
         for r, w in pipes[::2]:
             os.write(w, b"x")
-        assert _run_until(lp, lambda: len(got) == 25)
+        assert run_until(lp, lambda: len(got) == 25)
         assert got == set(range(0, 50, 2))
         # Unwritten pipes stayed quiet.
         run_briefly(lp, 2)
@@ -102,12 +87,12 @@ def test_backend_io_workload(backend):
         lp.add_reader(a, lambda: events.append(("r", a.recv(100))))
         lp.add_writer(a, lambda: (events.append(("w",)),
                                   lp.remove_writer(a)))
-        assert _run_until(lp, lambda: ("w",) in events)
+        assert run_until(lp, lambda: ("w",) in events)
         b.send(b"hi")
-        assert _run_until(lp, lambda: ("r", b"hi") in events)
+        assert run_until(lp, lambda: ("r", b"hi") in events)
         # Peer close: reader sees EOF.
         b.close()
-        assert _run_until(lp, lambda: ("r", b"") in events)
+        assert run_until(lp, lambda: ("r", b"") in events)
         assert lp.remove_reader(a) is True
         assert lp.remove_writer(a) is False
     finally:
@@ -127,7 +112,7 @@ def test_backend_broken_pipe_wakes_writer(backend):
     got = []
     try:
         lp.add_writer(w, lambda: (got.append(1), lp.remove_writer(w)))
-        assert _run_until(lp, lambda: got)
+        assert run_until(lp, lambda: got)
     finally:
         lp.remove_writer(w)
         os.close(w)

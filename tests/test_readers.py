@@ -1,11 +1,10 @@
 """add_reader / add_writer / remove_reader / remove_writer."""
 import asyncio
 import os
-import socket
 
 import pytest
 
-from conftest import run_briefly
+from conftest import run_briefly, run_until
 
 FAILSAFE = 10.0
 
@@ -25,32 +24,6 @@ def pipe():
     yield r, w
     _close(r)
     _close(w)
-
-
-@pytest.fixture
-def sockpair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
-def _run_until(loop, predicate):
-    """Run the loop until predicate() is true (or the failsafe fires)."""
-    def check():
-        if predicate():
-            loop.stop()
-        else:
-            loop.call_soon(check)
-
-    timed_out = []
-    h = loop.call_later(FAILSAFE, lambda: (timed_out.append(1), loop.stop()))
-    loop.call_soon(check)
-    loop.run_forever()
-    h.cancel()
-    return not timed_out
 
 
 def test_reader_on_pipe(loop, pipe):
@@ -109,7 +82,7 @@ def test_reader_and_writer_on_socketpair(loop, sockpair):
 
     loop.add_writer(a.fileno(), on_writable)
     loop.add_reader(b.fileno(), on_readable)
-    assert _run_until(loop, lambda: received)
+    assert run_until(loop, lambda: received)
     assert received == [b"ping"]
     assert loop.remove_reader(b.fileno())
 
@@ -119,7 +92,7 @@ def test_socket_object_with_fileno(loop, sockpair):
     received = []
     loop.add_reader(b, lambda: received.append(b.recv(100)))
     a.send(b"obj")
-    assert _run_until(loop, lambda: received)
+    assert run_until(loop, lambda: received)
     assert received == [b"obj"]
     assert loop.remove_reader(b) is True
     assert loop.remove_reader(b) is False
@@ -136,7 +109,7 @@ def test_custom_fileno_object(loop, pipe):
     obj = FileLike()
     loop.add_reader(obj, lambda: got.append(os.read(r, 10)))
     os.write(w, b"z")
-    assert _run_until(loop, lambda: got)
+    assert run_until(loop, lambda: got)
     assert got == [b"z"]
     # Registered by fd: removable by the number as well.
     assert loop.remove_reader(r) is True
@@ -147,12 +120,12 @@ def test_same_fd_reader_and_writer_independent(loop, sockpair):
     events = []
     loop.add_reader(a.fileno(), lambda: events.append("r"))
     loop.add_writer(a.fileno(), lambda: events.append("w"))
-    assert _run_until(loop, lambda: "w" in events)
+    assert run_until(loop, lambda: "w" in events)
     assert "r" not in events
     assert loop.remove_writer(a.fileno()) is True
     b.send(b"data")
     events.clear()
-    assert _run_until(loop, lambda: "r" in events)
+    assert run_until(loop, lambda: "r" in events)
     assert "w" not in events
     assert loop.remove_reader(a.fileno()) is True
     assert loop.remove_writer(a.fileno()) is False
@@ -164,7 +137,7 @@ def test_replace_reader(loop, pipe):
     loop.add_reader(r, got.append, "old")
     loop.add_reader(r, got.append, "new")
     os.write(w, b"x")
-    assert _run_until(loop, lambda: got)
+    assert run_until(loop, lambda: got)
     assert set(got) == {"new"}
     assert loop.remove_reader(r) is True
     assert loop.remove_reader(r) is False
@@ -175,7 +148,7 @@ def test_replace_writer(loop, pipe):
     got = []
     loop.add_writer(w, got.append, "old")
     loop.add_writer(w, got.append, "new")
-    assert _run_until(loop, lambda: got)
+    assert run_until(loop, lambda: got)
     assert set(got) == {"new"}
     assert loop.remove_writer(w) is True
 
@@ -200,7 +173,7 @@ def test_reader_level_triggered(loop, pipe):
 
     loop.add_reader(r, on_readable)
     os.write(w, b"x")
-    assert _run_until(loop, lambda: count[0] >= 3)
+    assert run_until(loop, lambda: count[0] >= 3)
     assert loop.remove_reader(r)
 
 
@@ -214,7 +187,7 @@ def test_remove_reader_inside_callback(loop, pipe):
 
     loop.add_reader(r, on_readable)
     os.write(w, b"x")
-    assert _run_until(loop, lambda: count[0] >= 1)
+    assert run_until(loop, lambda: count[0] >= 1)
     run_briefly(loop, 3)
     assert count[0] == 1
 
@@ -224,7 +197,7 @@ def test_reader_sees_eof(loop, pipe):
     got = []
     loop.add_reader(r, lambda: got.append(os.read(r, 10)))
     os.close(w)
-    assert _run_until(loop, lambda: got)
+    assert run_until(loop, lambda: got)
     assert got[0] == b""
     assert loop.remove_reader(r)
 
@@ -238,7 +211,7 @@ def test_many_fds(loop):
                                                  loop.remove_reader(r)))
         for r, w in pipes:
             os.write(w, b"1")
-        assert _run_until(loop, lambda: len(got) == 100)
+        assert run_until(loop, lambda: len(got) == 100)
         assert got == set(range(100))
     finally:
         for r, w in pipes:
@@ -259,7 +232,7 @@ def test_exception_in_reader_is_reported(loop, pipe):
 
     loop.add_reader(r, bad)
     os.write(w, b"x")
-    assert _run_until(loop, lambda: errors)
+    assert run_until(loop, lambda: errors)
     assert isinstance(errors[0]["exception"], ZeroDivisionError)
     # The loop still works.
     assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
@@ -406,7 +379,7 @@ def test_writer_called_on_broken_pipe(loop):
     try:
         os.close(r)
         loop.add_writer(w, lambda: (got.append("w"), loop.remove_writer(w)))
-        assert _run_until(loop, lambda: got)
+        assert run_until(loop, lambda: got)
         assert got == ["w"]
     finally:
         loop.remove_writer(w)
@@ -419,7 +392,7 @@ def test_reader_and_writer_called_on_peer_close(loop, sockpair):
     got = set()
     loop.add_reader(a.fileno(), lambda: got.add("r"))
     b.close()
-    assert _run_until(loop, lambda: "r" in got)
+    assert run_until(loop, lambda: "r" in got)
     assert a.recv(10) == b""
     assert loop.remove_reader(a.fileno())
 
@@ -435,7 +408,7 @@ def test_fd_number_reused_after_remove_and_close(loop):
     try:
         loop.add_reader(r2, lambda: (got.append("new"), os.read(r2, 10)))
         os.write(w2, b"x")
-        assert _run_until(loop, lambda: got)
+        assert run_until(loop, lambda: got)
         assert got == ["new"]
     finally:
         loop.remove_reader(r2)
@@ -448,7 +421,7 @@ def test_writer_args(loop, pipe):
     got = []
     loop.add_writer(w, lambda *a: (got.append(a), loop.remove_writer(w)),
                     1, "two")
-    assert _run_until(loop, lambda: got)
+    assert run_until(loop, lambda: got)
     assert got == [(1, "two")]
 
 
@@ -462,9 +435,9 @@ def test_readers_on_two_loops(new_loop, sockpair):
         lp2.add_reader(b.fileno(), lambda: got.append(("lp2", b.recv(10))))
         b.send(b"to-a")
         a.send(b"to-b")
-        assert _run_until(lp1, lambda: got)
+        assert run_until(lp1, lambda: got)
         assert got == [("lp1", b"to-a")]
-        assert _run_until(lp2, lambda: len(got) == 2)
+        assert run_until(lp2, lambda: len(got) == 2)
         assert got[1] == ("lp2", b"to-b")
         assert lp1.remove_reader(a.fileno()) is True
         assert lp1.remove_reader(b.fileno()) is False

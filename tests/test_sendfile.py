@@ -31,16 +31,6 @@ def datafile(tmp_path, payload):
         yield f
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def sha(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -58,8 +48,8 @@ async def drain_socket(loop, sock, expected):
 
 # ------------------------------------------------------------- sock_sendfile
 
-def test_sock_sendfile_native(loop, pair, datafile, payload):
-    a, b = pair
+def test_sock_sendfile_native(loop, sockpair, datafile, payload):
+    a, b = sockpair
 
     async def main():
         reader = asyncio.ensure_future(drain_socket(loop, b, SIZE))
@@ -92,8 +82,8 @@ def test_sock_sendfile_tcp(loop, datafile, payload):
     run(loop, main())
 
 
-def test_sock_sendfile_offset_count(loop, pair, datafile, payload):
-    a, b = pair
+def test_sock_sendfile_offset_count(loop, sockpair, datafile, payload):
+    a, b = sockpair
 
     async def main():
         reader = asyncio.ensure_future(drain_socket(loop, b, 3000))
@@ -113,11 +103,11 @@ def test_sock_sendfile_offset_count(loop, pair, datafile, payload):
                     reason="3.14 defines the file position for offset=0")
 @pytest.mark.parametrize("fallback", [False, True])
 @pytest.mark.parametrize("offset", [0, 3, 6])
-def test_sock_sendfile_offset_ignores_position(loop, pair, tmp_path,
+def test_sock_sendfile_offset_ignores_position(loop, sockpair, tmp_path,
                                                offset, fallback):
     # The data sent starts at `offset` whatever the file position, and the
     # position ends at offset + sent, even when nothing was sent.
-    a, b = pair
+    a, b = sockpair
     path = tmp_path / 'six'
     path.write_bytes(b'abcdef')
 
@@ -132,8 +122,8 @@ def test_sock_sendfile_offset_ignores_position(loop, pair, tmp_path,
     run(loop, main())
 
 
-def test_sock_sendfile_count_past_end(loop, pair, datafile, payload):
-    a, b = pair
+def test_sock_sendfile_count_past_end(loop, sockpair, datafile, payload):
+    a, b = sockpair
 
     async def main():
         reader = asyncio.ensure_future(drain_socket(loop, b, 10))
@@ -144,8 +134,8 @@ def test_sock_sendfile_count_past_end(loop, pair, datafile, payload):
     run(loop, main())
 
 
-def test_sock_sendfile_empty_file(loop, pair, tmp_path):
-    a, b = pair
+def test_sock_sendfile_empty_file(loop, sockpair, tmp_path):
+    a, b = sockpair
     path = tmp_path / 'empty'
     path.write_bytes(b'')
 
@@ -156,8 +146,8 @@ def test_sock_sendfile_empty_file(loop, pair, tmp_path):
     run(loop, main())
 
 
-def test_sock_sendfile_fallback_for_non_regular_file(loop, pair, payload):
-    a, b = pair
+def test_sock_sendfile_fallback_for_non_regular_file(loop, sockpair, payload):
+    a, b = sockpair
     data = payload[:1024 * 1024 + 17]
 
     async def main():
@@ -177,8 +167,8 @@ def test_sock_sendfile_fallback_for_non_regular_file(loop, pair, payload):
     run(loop, main())
 
 
-def test_sock_sendfile_peer_closed(loop, pair, datafile):
-    a, b = pair
+def test_sock_sendfile_peer_closed(loop, sockpair, datafile):
+    a, b = sockpair
 
     async def main():
         b.close()
@@ -187,8 +177,8 @@ def test_sock_sendfile_peer_closed(loop, pair, datafile):
     run(loop, main())
 
 
-def test_sock_sendfile_cancel(loop, pair, datafile):
-    a, b = pair
+def test_sock_sendfile_cancel(loop, sockpair, datafile):
+    a, b = sockpair
 
     async def main():
         # Nobody reads: the socket buffer fills and sendfile waits.
@@ -203,8 +193,8 @@ def test_sock_sendfile_cancel(loop, pair, datafile):
     run(loop, main())
 
 
-def test_sock_sendfile_bad_arguments(loop, pair, datafile, tmp_path):
-    a, b = pair
+def test_sock_sendfile_bad_arguments(loop, sockpair, datafile, tmp_path):
+    a, b = sockpair
     text = tmp_path / 'text.txt'
     text.write_text('hello')
 
@@ -230,8 +220,8 @@ def test_sock_sendfile_bad_arguments(loop, pair, datafile, tmp_path):
     run(loop, main())
 
 
-def test_sock_sendfile_blocking_socket_debug(loop, pair, datafile):
-    a, b = pair
+def test_sock_sendfile_blocking_socket_debug(loop, sockpair, datafile):
+    a, b = sockpair
     a.setblocking(True)
     loop.set_debug(True)
 

@@ -15,16 +15,6 @@ TIMEOUT = 20.0
 
 
 @pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
 def listener():
     sock = socket.socket()
     sock.bind(('127.0.0.1', 0))
@@ -40,8 +30,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_recv_and_sendall(loop, pair):
-    a, b = pair
+def test_recv_and_sendall(loop, sockpair):
+    a, b = sockpair
 
     async def main():
         await loop.sock_sendall(a, b'hello')
@@ -60,8 +50,8 @@ def test_recv_and_sendall(loop, pair):
     run(loop, main())
 
 
-def test_recv_into(loop, pair):
-    a, b = pair
+def test_recv_into(loop, sockpair):
+    a, b = sockpair
 
     async def main():
         buf = bytearray(10)
@@ -77,8 +67,8 @@ def test_recv_into(loop, pair):
     run(loop, main())
 
 
-def test_sendall_large_with_checksum(loop, pair):
-    a, b = pair
+def test_sendall_large_with_checksum(loop, sockpair):
+    a, b = sockpair
     payload = os.urandom(10 * 1024 * 1024)
 
     async def reader():
@@ -101,13 +91,13 @@ def test_sendall_large_with_checksum(loop, pair):
     run(loop, main())
 
 
-def test_sendall_empty(loop, pair):
-    a, b = pair
+def test_sendall_empty(loop, sockpair):
+    a, b = sockpair
     run(loop, loop.sock_sendall(a, b''))
 
 
-def test_sendall_to_closed_peer(loop, pair):
-    a, b = pair
+def test_sendall_to_closed_peer(loop, sockpair):
+    a, b = sockpair
 
     async def main():
         b.close()
@@ -219,8 +209,8 @@ def test_connect_bad_name(loop):
     run(loop, main())
 
 
-def test_blocking_socket_rejected_in_debug(loop, pair):
-    a, b = pair
+def test_blocking_socket_rejected_in_debug(loop, sockpair):
+    a, b = sockpair
     a.setblocking(True)
     loop.set_debug(True)
     listener = socket.socket()
@@ -281,8 +271,8 @@ async def _cancel(task):
     await asyncio.sleep(0)  # done callbacks run
 
 
-def test_cancel_recv_removes_reader(loop, pair):
-    a, b = pair
+def test_cancel_recv_removes_reader(loop, sockpair):
+    a, b = sockpair
 
     async def main():
         await _cancel(asyncio.ensure_future(loop.sock_recv(b, 10)))
@@ -296,8 +286,8 @@ def test_cancel_recv_removes_reader(loop, pair):
     run(loop, main())
 
 
-def test_cancel_sendall_removes_writer(loop, pair):
-    a, b = pair
+def test_cancel_sendall_removes_writer(loop, sockpair):
+    a, b = sockpair
 
     async def main():
         task = asyncio.ensure_future(loop.sock_sendall(a, b'z' * (64 << 20)))

@@ -10,7 +10,8 @@ import socket
 import sys
 
 import pytest
-from nethelpers import Echo, has_ipv6, run
+from nethelpers import (Collect, Echo, close_server, has_ipv6, port_of,
+                        raw_peer_pair, run, tcp_pair)
 
 TIMEOUT = 20.0
 PY312 = sys.version_info >= (3, 12)
@@ -21,46 +22,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-class Collect(asyncio.Protocol):
-    """Records everything; futures for connection_made/eof/lost."""
-
-    def __init__(self, loop, eof_keeps_open=False):
-        self.loop = loop
-        self.transport = None
-        self.data = bytearray()
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.eof_keeps_open = eof_keeps_open
-        self.paused = 0
-        self.resumed = 0
-        self.events = []
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.events.append('made')
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert isinstance(data, (bytes, bytearray))
-        self.data += data
-
-    def eof_received(self):
-        self.events.append('eof')
-        self.eof.set_result(bytes(self.data))
-        return self.eof_keeps_open
-
-    def connection_lost(self, exc):
-        self.events.append('lost')
-        self.lost.set_result(exc)
-
-    def pause_writing(self):
-        self.paused += 1
-
-    def resume_writing(self):
-        self.resumed += 1
 
 
 class Digest(asyncio.Protocol):
@@ -87,13 +48,17 @@ async def echo_server(loop, host='127.0.0.1', factory=Echo, **kw):
     return await loop.create_server(factory, host, 0, **kw)
 
 
-def port_of(server):
-    return server.sockets[0].getsockname()[1]
-
-
-async def close_server(server):
-    server.close()
-    await server.wait_closed()
+async def echo_client(loop):
+    """An echo server on 127.0.0.1 and a Collect client connected to it:
+    (server, transport, protocol)."""
+    server = await echo_server(loop)
+    try:
+        tr, pr = await loop.create_connection(
+            lambda: Collect(loop), '127.0.0.1', port_of(server))
+    except BaseException:
+        await close_server(server)
+        raise
+    return server, tr, pr
 
 
 # ---------------------------------------------------------------- basics
@@ -129,16 +94,7 @@ def test_echo_and_extra_info(loop):
 
 def test_server_side_transport(loop):
     async def main():
-        accepted = loop.create_future()
-
-        class Srv(Collect):
-            def connection_made(self, transport):
-                super().connection_made(transport)
-                accepted.set_result(self)
-
-        server = await loop.create_server(lambda: Srv(loop), '127.0.0.1', 0)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr, accepted = await tcp_pair(loop)
         srv = await accepted
         stran = srv.transport
         assert stran.get_extra_info('peername') == tr.get_extra_info(
@@ -658,17 +614,8 @@ def test_buffered_protocol(loop):
 
 def test_half_close_eof_received_true_keeps_transport_open(loop):
     async def main():
-        srv_proto = loop.create_future()
-
-        class Srv(Collect):
-            def connection_made(self, transport):
-                super().connection_made(transport)
-                srv_proto.set_result(self)
-
-        server = await loop.create_server(
-            lambda: Srv(loop, eof_keeps_open=True), '127.0.0.1', 0)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr, srv_proto = await tcp_pair(
+            loop, lambda: Collect(loop, eof_result=True))
         tr.write(b'request')
         tr.write_eof()
         with pytest.raises(RuntimeError):
@@ -692,16 +639,7 @@ def test_half_close_eof_received_true_keeps_transport_open(loop):
 
 def test_eof_received_false_closes(loop):
     async def main():
-        srv_proto = loop.create_future()
-
-        class Srv(Collect):
-            def connection_made(self, transport):
-                super().connection_made(transport)
-                srv_proto.set_result(self)
-
-        server = await loop.create_server(lambda: Srv(loop), '127.0.0.1', 0)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr, srv_proto = await tcp_pair(loop)
         tr.write_eof()
         srv = await srv_proto
         await srv.eof
@@ -716,23 +654,13 @@ def test_eof_received_false_closes(loop):
 
 def test_peer_reset_reaches_connection_lost(loop):
     async def main():
-        lsock = socket.socket()
-        lsock.bind(('127.0.0.1', 0))
-        lsock.listen(1)
-        lsock.setblocking(False)
-        try:
-            connect = asyncio.ensure_future(loop.create_connection(
-                lambda: Collect(loop), *lsock.getsockname()))
-            conn, _ = await loop.sock_accept(lsock)
-            tr, pr = await connect
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                            b'\x01\x00\x00\x00\x00\x00\x00\x00')
-            conn.close()  # RST
-            exc = await pr.lost
-            assert isinstance(exc, ConnectionResetError)
-            assert tr.is_closing()
-        finally:
-            lsock.close()
+        conn, tr, pr = await raw_peer_pair(loop)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                        b'\x01\x00\x00\x00\x00\x00\x00\x00')
+        conn.close()  # RST
+        exc = await pr.lost
+        assert isinstance(exc, ConnectionResetError)
+        assert tr.is_closing()
     run(loop, main())
 
 
@@ -740,31 +668,21 @@ def test_close_flushes_pending_writes(loop):
     payload = os.urandom(8 * 1024 * 1024)
 
     async def main():
-        lsock = socket.socket()
-        lsock.bind(('127.0.0.1', 0))
-        lsock.listen(1)
-        lsock.setblocking(False)
-        try:
-            connect = asyncio.ensure_future(loop.create_connection(
-                lambda: Collect(loop), *lsock.getsockname()))
-            conn, _ = await loop.sock_accept(lsock)
-            tr, pr = await connect
-            tr.write(payload)
-            assert tr.get_write_buffer_size() > 0
-            tr.close()
-            got = bytearray()
-            while True:
-                chunk = await loop.sock_recv(conn, 1 << 20)
-                if not chunk:
-                    break
-                got += chunk
-            conn.close()
-            assert await pr.lost is None
-            assert len(got) == len(payload)
-            assert hashlib.sha256(got).digest() == hashlib.sha256(
-                payload).digest()
-        finally:
-            lsock.close()
+        conn, tr, pr = await raw_peer_pair(loop)
+        tr.write(payload)
+        assert tr.get_write_buffer_size() > 0
+        tr.close()
+        got = bytearray()
+        while True:
+            chunk = await loop.sock_recv(conn, 1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        conn.close()
+        assert await pr.lost is None
+        assert len(got) == len(payload)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(
+            payload).digest()
     run(loop, main())
 
 
@@ -772,48 +690,29 @@ def test_abort_drops_pending_writes(loop):
     payload = b'x' * (32 * 1024 * 1024)
 
     async def main():
-        lsock = socket.socket()
-        lsock.bind(('127.0.0.1', 0))
-        lsock.listen(1)
-        lsock.setblocking(False)
-        try:
-            connect = asyncio.ensure_future(loop.create_connection(
-                lambda: Collect(loop), *lsock.getsockname()))
-            conn, _ = await loop.sock_accept(lsock)
-            tr, pr = await connect
-            tr.write(payload)
-            assert tr.get_write_buffer_size() > 0
-            tr.abort()
-            assert tr.is_closing()
-            assert await pr.lost is None
-            got = 0
-            while True:
-                try:
-                    chunk = await loop.sock_recv(conn, 1 << 20)
-                except ConnectionResetError:
-                    break
-                if not chunk:
-                    break
-                got += len(chunk)
-            conn.close()
-            assert got < len(payload)
-        finally:
-            lsock.close()
+        conn, tr, pr = await raw_peer_pair(loop)
+        tr.write(payload)
+        assert tr.get_write_buffer_size() > 0
+        tr.abort()
+        assert tr.is_closing()
+        assert await pr.lost is None
+        got = 0
+        while True:
+            try:
+                chunk = await loop.sock_recv(conn, 1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+        conn.close()
+        assert got < len(payload)
     run(loop, main())
 
 
 def test_write_to_closed_transport(loop):
     async def main():
-        srv_proto = loop.create_future()
-
-        class Srv(Collect):
-            def connection_made(self, transport):
-                super().connection_made(transport)
-                srv_proto.set_result(self)
-
-        server = await loop.create_server(lambda: Srv(loop), '127.0.0.1', 0)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr, srv_proto = await tcp_pair(loop)
         tr.write(b'before')
         tr.close()
         tr.close()  # idempotent
@@ -831,9 +730,7 @@ def test_write_to_closed_transport(loop):
 
 def test_write_type_errors(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         with pytest.raises(TypeError):
             tr.write('text is not bytes')
         tr.write(b'')  # no-op
@@ -847,17 +744,12 @@ def test_write_type_errors(loop):
 
 def test_flow_control_slow_reader(loop):
     async def main():
-        srv_proto = loop.create_future()
-
         class Srv(Collect):
             def connection_made(self, transport):
                 super().connection_made(transport)
                 transport.pause_reading()
-                srv_proto.set_result(self)
 
-        server = await loop.create_server(lambda: Srv(loop), '127.0.0.1', 0)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr, srv_proto = await tcp_pair(loop, lambda: Srv(loop))
         srv = await srv_proto
         assert not srv.transport.is_reading()
         tr.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
@@ -887,9 +779,7 @@ def test_flow_control_slow_reader(loop):
 
 def test_pause_reading_stops_data_received(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         assert tr.is_reading()
         tr.pause_reading()
         tr.pause_reading()  # idempotent
@@ -910,9 +800,7 @@ def test_pause_reading_stops_data_received(loop):
 
 def test_bad_write_buffer_limits(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         with pytest.raises(ValueError):
             tr.set_write_buffer_limits(high=10, low=20)
         tr.close()
@@ -923,9 +811,7 @@ def test_bad_write_buffer_limits(loop):
 
 def test_set_protocol(loop):
     async def main():
-        server = await echo_server(loop)
-        tr, pr = await loop.create_connection(
-            lambda: Collect(loop), '127.0.0.1', port_of(server))
+        server, tr, pr = await echo_client(loop)
         other = Collect(loop)
         tr.set_protocol(other)
         assert tr.get_protocol() is other

@@ -5,7 +5,7 @@ import os
 import ssl
 
 from conftest import ASYNCIO_DEBUG
-from nethelpers import runner
+from nethelpers import Collect, runner
 
 TIMEOUT = 30.0
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'certs')
@@ -32,57 +32,6 @@ def client_ctx(*, client_cert=False):
     if client_cert:
         ctx.load_cert_chain(cert('client.pem'), cert('client.key'))
     return ctx
-
-
-class Collect(asyncio.Protocol):
-    """Records what the transport delivers; futures for each milestone."""
-
-    def __init__(self, loop, eof_result=None):
-        self.loop = loop
-        self.transport = None
-        self.data = bytearray()
-        self.events = []
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.eof_result = eof_result
-        self.paused = 0
-        self.resumed = 0
-        self.want = None
-        self.got = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.events.append('made')
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        self.data += data
-        if self.want is not None and len(self.data) >= self.want:
-            if not self.got.done():
-                self.got.set_result(bytes(self.data))
-
-    def wait_for(self, n):
-        self.want = n
-        self.got = self.loop.create_future()
-        if len(self.data) >= n:
-            self.got.set_result(bytes(self.data))
-        return self.got
-
-    def eof_received(self):
-        self.events.append('eof')
-        self.eof.set_result(bytes(self.data))
-        return self.eof_result
-
-    def connection_lost(self, exc):
-        self.events.append('lost')
-        self.lost.set_result(exc)
-
-    def pause_writing(self):
-        self.paused += 1
-
-    def resume_writing(self):
-        self.resumed += 1
 
 
 class Echo(asyncio.Protocol):
