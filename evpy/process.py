@@ -35,6 +35,7 @@ import warnings
 from asyncio import base_subprocess
 
 from . import _core
+from .pipes import PipesMixin
 from .transports import ReadPipeTransport, WritePipeTransport
 
 logger = logging.getLogger('asyncio')
@@ -45,6 +46,8 @@ _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
 _FileIO = io.FileIO
 _get_exec_path = os.get_exec_path
+_connect_read_pipe = PipesMixin.connect_read_pipe
+_connect_write_pipe = PipesMixin.connect_write_pipe
 
 # The Popen keyword arguments _core.spawn() does the same way.
 _SPAWN_KWARGS = frozenset({
@@ -52,12 +55,20 @@ _SPAWN_KWARGS = frozenset({
     'start_new_session', 'process_group'})
 
 
-def can_spawn(kwargs):
+def can_spawn(loop, kwargs):
     """True if _core.spawn() can start a child for these Popen keyword
-    arguments (and subprocess.Popen is the real one: code that replaced
-    it expects it to be called)."""
-    return (_spawn is not None and subprocess.Popen is _Popen
-            and _SPAWN_KWARGS.issuperset(kwargs))
+    arguments.  Code that replaced subprocess.Popen, or the loop's
+    connect_read_pipe()/connect_write_pipe() (asyncio's transport makes
+    the child's pipes through them), expects its version to be called:
+    then the Popen transport is used."""
+    if (_spawn is None or subprocess.Popen is not _Popen
+            or not _SPAWN_KWARGS.issuperset(kwargs)):
+        return False
+    d = loop.__dict__
+    cls = type(loop)
+    return ('connect_read_pipe' not in d and 'connect_write_pipe' not in d
+            and cls.connect_read_pipe is _connect_read_pipe
+            and cls.connect_write_pipe is _connect_write_pipe)
 
 
 def _child_running(pid):

@@ -33,8 +33,7 @@ import weakref
 
 from asyncio import base_subprocess
 
-from .process import (_SPAWN_KWARGS, ProcessTransport, _Popen, _spawn,
-                      can_spawn)
+from .process import ProcessTransport, can_spawn
 
 logger = logging.getLogger('asyncio')
 
@@ -184,8 +183,7 @@ class SubprocessMixin:
         if self._debug:
             debug_log = f'execute program {program!r}'
             self._log_subprocess(debug_log, stdin, stdout, stderr)
-        if (_spawn is not None and subprocess.Popen is _Popen
-                and _SPAWN_KWARGS.issuperset(kwargs)):  # can_spawn()
+        if can_spawn(self, kwargs):
             transport = ProcessTransport(self, protocol, popen_args, False,
                                          stdin, stdout, stderr, kwargs)
             try:
@@ -207,7 +205,7 @@ class SubprocessMixin:
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
                                          extra=None, **kwargs):
-        if can_spawn(kwargs):
+        if can_spawn(self, kwargs):
             transport = ProcessTransport(self, protocol, args, shell, stdin,
                                          stdout, stderr, kwargs, extra)
             waiter = _yield()  # connection_made() runs
