@@ -102,6 +102,7 @@ class ProcessTransport(base_subprocess.BaseSubprocessTransport):
         self._pending_calls = None
         self._pipes = {}
         self._finished = False
+        self._args = args  # Popen.args of the Popen made on demand
         try:
             # Popen._execute_child's argument handling, then _core.spawn().
             if isinstance(args, (str, bytes)):
@@ -143,7 +144,6 @@ class ProcessTransport(base_subprocess.BaseSubprocessTransport):
         if stderr == subprocess.STDOUT and stdout is None:
             stderr = sys.__stdout__.fileno()
         names = (executable, cwd, None if _PY313 else cwd)
-        self._args = args  # for the Popen made on demand
         pid, pidfd, stdin_w, stdout_r, stderr_r = _spawn(
             args, executable, env, cwd, stdin, stdout, stderr, close_fds,
             pass_fds, flags, -1 if process_group is None else process_group,
