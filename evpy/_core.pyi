@@ -81,3 +81,10 @@ class Loop:
     def _set_stats_detail(self, enabled: bool,
                           slow_floor: float = ...) -> None: ...
     def _stats_reset_slowest(self) -> None: ...
+
+def spawn(args: Any, executable: Any, env: Any, cwd: Any, stdin: Any,
+          stdout: Any, stderr: Any, close_fds: bool, pass_fds: Any,
+          flags: int, process_group: int,
+          err_names: tuple[Any, Any, Any],
+          get_exec_path: Callable[[Any], Any]
+          ) -> tuple[int, int, int, int, int]: ...
