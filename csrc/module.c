@@ -3,6 +3,7 @@
  * Multi-phase init; all types are heap types created from specs.
  */
 #include "accept.h"
+#include "process.h"
 #include "sockaddr.h"
 #include "transport.h"
 
@@ -225,7 +226,8 @@ module_exec(PyObject *mod)
         "kqueue "
 #endif
         "poll";
-    if (PyModule_AddFunctions(mod, evpy_accept_methods) < 0) {
+    if (PyModule_AddFunctions(mod, evpy_accept_methods) < 0
+        || PyModule_AddFunctions(mod, evpy_process_methods) < 0) {
         return -1;
     }
     if (PyModule_AddStringConstant(mod, "BACKENDS", backends) < 0) {

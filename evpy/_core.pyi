@@ -184,3 +184,10 @@ def adopt_stream(loop: Loop, transport_type: type[_S], fd: int,
                  waiter: asyncio.Future[None] | None,
                  waiter_cb: Callable[[asyncio.Future[None], None], object],
                  context: Context | None = ...) -> _S: ...
+
+def spawn(args: Any, executable: Any, env: Any, cwd: Any, stdin: Any,
+          stdout: Any, stderr: Any, close_fds: bool, pass_fds: Any,
+          flags: int, process_group: int,
+          err_names: tuple[Any, Any, Any],
+          get_exec_path: Callable[[Any], Any]
+          ) -> tuple[int, int, int, int, int]: ...

@@ -81,6 +81,14 @@ def write_pipe_transport(loop, pipe, protocol, waiter=None, extra=None):
                                          extra)
 
 
+def adopt_pipe(loop, pipe, fd, protocol, *, write):
+    """A pipe transport over one end _core.spawn() made (non-blocking,
+    close-on-exec, known to be a pipe): no checks, no waiter."""
+    cls = transports.WritePipeTransport if write else \
+        transports.ReadPipeTransport
+    return cls._adopt(loop, pipe, fd, protocol)
+
+
 def adopt_accepted(loop, fd, kind, protocol, extra, *, server=None,
                    context=None):
     """A transport over a bare accepted fd (``_core.accept``), attached

@@ -27,11 +27,13 @@ import os
 import signal
 import subprocess
 import threading
+import types
 import weakref
 
 from asyncio import base_subprocess
 
 from ._compat import PY312 as _PY312
+from .process import ProcessTransport, can_spawn
 
 logger = logging.getLogger('asyncio')
 
@@ -175,16 +177,29 @@ class SubprocessMixin:
             raise ValueError('universal_newlines must be False')
         if shell:
             raise ValueError('shell must be False')
-        _check_popen_args(bufsize, text, encoding, errors)
+        if bufsize or text or encoding is not None or errors is not None:
+            _check_popen_args(bufsize, text, encoding, errors)
         popen_args = (program,) + args
         protocol = protocol_factory()
         debug_log = None
         if self._debug:
             debug_log = f'execute program {program!r}'
             self._log_subprocess(debug_log, stdin, stdout, stderr)
-        transport = await self._make_subprocess_transport(
-            protocol, popen_args, False, stdin, stdout, stderr, bufsize,
-            **kwargs)
+        if can_spawn(self, kwargs):
+            transport = ProcessTransport(self, protocol, popen_args, False,
+                                         stdin, stdout, stderr, kwargs)
+            try:
+                await _yield()  # connection_made() runs
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                transport.close()
+                await transport._wait()
+                raise
+        else:
+            transport = await self._make_subprocess_transport(
+                protocol, popen_args, False, stdin, stdout, stderr, bufsize,
+                **kwargs)
         if debug_log is not None:
             logger.info('%s: %r', debug_log, transport)
         return transport, protocol
@@ -192,11 +207,16 @@ class SubprocessMixin:
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
                                          extra=None, **kwargs):
-        waiter = self.create_future()
-        transport = SubprocessTransport(
-            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
-            waiter=waiter, extra=extra, **kwargs)
-        self._watch_child(transport)
+        if can_spawn(self, kwargs):
+            transport = ProcessTransport(self, protocol, args, shell, stdin,
+                                         stdout, stderr, kwargs, extra)
+            waiter = _yield()  # connection_made() runs
+        else:
+            waiter = self.create_future()
+            transport = SubprocessTransport(
+                self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                waiter=waiter, extra=extra, **kwargs)
+            self._watch_child(transport)
         try:
             await waiter
         except (SystemExit, KeyboardInterrupt):
@@ -268,6 +288,13 @@ class SubprocessMixin:
             transport._process_exited(returncode)
         else:
             self.call_soon(transport._process_exited, returncode)
+
+
+@types.coroutine
+def _yield():
+    """Let the loop run what is scheduled (as awaiting a waiter that
+    the same callbacks complete would)."""
+    yield
 
 
 def _check_popen_args(bufsize, text, encoding, errors):

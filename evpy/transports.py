@@ -248,6 +248,19 @@ class _PipeTransport(_Common, _core.StreamTransport):
         loop.call_soon(protocol.connection_made, self)
         return mode
 
+    @classmethod
+    def _adopt(cls, loop, pipe, fd, protocol):
+        """A transport over a pipe end _core.spawn() made (a pipe, already
+        non-blocking and close-on-exec): no checks, no waiter; what the
+        constructor schedules is scheduled the same way."""
+        self = cls.__new__(cls)
+        self._extra = {'pipe': pipe}
+        self._attach(loop, pipe, fd, cls._kind)
+        self.set_protocol(protocol)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        return self
+
     @property
     def _pipe(self):
         return self._sock

@@ -413,11 +413,13 @@ def test_spawn_failures_leave_nothing_behind(loop, tmp_path):
 
 @pytest.mark.evpy_only
 def test_reaper_thread_without_pidfd(loop, monkeypatch):
+    # umask= takes the subprocess.Popen path, which needs pidfd_open().
     monkeypatch.delattr(os, 'pidfd_open', raising=False)
 
     async def main():
         ps = [await asyncio.create_subprocess_exec(
-              PY, '-c', f'raise SystemExit({i})') for i in range(5)]
+              PY, '-c', f'raise SystemExit({i})', umask=0o022)
+              for i in range(5)]
         assert [await p.wait() for p in ps] == list(range(5))
         p = await asyncio.create_subprocess_exec('sleep', '30')
         p.kill()
@@ -503,3 +505,173 @@ def test_loop_closed_with_running_child(loop):
         time.sleep(0.01)
     else:
         pytest.fail('the child was not killed')
+
+
+# ------------------------------------- the spawn path and the Popen path
+# evpy starts children in C (_core.spawn) unless a keyword needs Popen
+# (umask= here); both must behave as asyncio's loop does.
+
+PATHS = [{}, {'umask': 0o022}]
+
+
+def _open_fds():
+    return sorted(os.listdir('/proc/self/fd'))
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_exec_and_cwd_failures(loop, tmp_path, extra):
+    script = tmp_path / 'script'
+    script.write_text('#!/bin/sh\necho from-path\n')
+
+    async def main():
+        before = _open_fds()
+        missing = str(tmp_path / 'missing')
+        with pytest.raises(FileNotFoundError) as e:
+            await asyncio.create_subprocess_exec(missing, stdout=PIPE,
+                                                 **extra)
+        assert e.value.filename == missing
+        with pytest.raises(PermissionError) as e:
+            await asyncio.create_subprocess_exec(str(script), stdin=PIPE,
+                                                 **extra)
+        assert e.value.filename == str(script)
+        bad_cwd = str(tmp_path / 'no-dir')
+        with pytest.raises(FileNotFoundError) as e:
+            await asyncio.create_subprocess_exec('true', cwd=bad_cwd,
+                                                 stderr=PIPE, **extra)
+        assert e.value.filename == bad_cwd
+        os.chmod(script, 0o755)
+        # A bare name is looked up in env's PATH, as Popen does.
+        p = await asyncio.create_subprocess_exec(
+            'script', stdout=PIPE, env={'PATH': f'/nonexistent:{tmp_path}'},
+            **extra)
+        assert await p.communicate() == (b'from-path\n', None)
+        assert _open_fds() == before
+    run(loop, main())
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_fds_groups_and_signals(loop, extra):
+    code = ('import os, sys, signal\n'
+            'def is_open(fd):\n'
+            '    try:\n'
+            '        os.fstat(fd)\n'
+            '        return True\n'
+            '    except OSError:\n'
+            '        return False\n'
+            'fds = [int(a) for a in sys.argv[1:]]\n'
+            'print([is_open(fd) for fd in fds], os.getpgid(0) == os.getpid(),'
+            ' os.getsid(0) == os.getpid())\n')
+
+    async def sigpipe_ignored(**kw):
+        p = await asyncio.create_subprocess_exec(
+            'grep', 'SigIgn', '/proc/self/status', stdout=PIPE, **kw, **extra)
+        out, _ = await p.communicate()
+        return bool(int(out.split()[1], 16) & (1 << (signal.SIGPIPE - 1)))
+
+    async def main():
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        os.set_inheritable(w2, True)
+        try:
+            fds = [str(w1), str(w2)]
+            p = await asyncio.create_subprocess_exec(
+                PY, '-c', code, *fds, stdout=PIPE, pass_fds=(w1,),
+                process_group=0, **extra)
+            out, _ = await p.communicate()
+            assert out.split() == [b'[True,', b'False]', b'True', b'False']
+            p = await asyncio.create_subprocess_exec(
+                PY, '-c', code, *fds, stdout=PIPE, close_fds=False,
+                start_new_session=True, restore_signals=False, **extra)
+            out, _ = await p.communicate()
+            assert out.split() == [b'[False,', b'True]', b'True', b'True']
+            assert not await sigpipe_ignored()
+            assert await sigpipe_ignored(restore_signals=False)
+        finally:
+            for fd in (r1, w1, r2, w2):
+                os.close(fd)
+    run(loop, main())
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_stdio_devnull_stdout_and_files(loop, tmp_path, extra):
+    async def main():
+        with open(tmp_path / 'out', 'wb') as f:
+            p = await asyncio.create_subprocess_exec(
+                PY, '-c', 'import sys; print(sys.stdin.read() == "");'
+                          'print("e", file=sys.stderr)',
+                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                **extra)
+            assert await p.wait() == 0
+        assert (tmp_path / 'out').read_bytes() == b'True\ne\n'
+        p = await asyncio.create_subprocess_exec(
+            PY, '-c', 'print("x")', stdout=PIPE, stderr=subprocess.DEVNULL,
+            stdin=PIPE, **extra)
+        assert await p.communicate(b'') == (b'x\n', None)
+    run(loop, main())
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_extra_info_subprocess_and_signals_after_exit(loop, extra):
+    async def main():
+        tr, pr = await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, 'sleep', '30', stdin=None,
+            stdout=None, stderr=None, **extra)
+        popen = tr.get_extra_info('subprocess')
+        assert isinstance(popen, subprocess.Popen)
+        assert popen.pid == tr.get_pid()
+        assert list(popen.args[1:]) == ['30']
+        assert popen.poll() is None
+        assert 'running' in repr(tr)
+        tr.send_signal(signal.SIGTERM)
+        assert await tr._wait() == -signal.SIGTERM
+        assert popen.returncode == -signal.SIGTERM
+        assert tr.get_returncode() == -signal.SIGTERM
+        await asyncio.sleep(0)
+        # Reaped and connection lost: asyncio raises ProcessLookupError.
+        with pytest.raises(ProcessLookupError):
+            tr.kill()
+        tr.close()
+        # A Popen made after the exit knows the return code.
+        tr, pr = await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, 'true', stdin=None, stdout=None,
+            stderr=None, **extra)
+        assert await tr._wait() == 0
+        assert tr.get_extra_info('subprocess').returncode == 0
+        tr.close()
+    run(loop, main())
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_cancel_create_subprocess_exec(loop, extra):
+    async def main():
+        before = _open_fds()
+        task = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            'sleep', '30', stdin=PIPE, stdout=PIPE, stderr=PIPE, **extra))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if _open_fds() == before:
+                break
+        assert _open_fds() == before
+    run(loop, main())
+
+
+def test_replaced_popen_is_called(loop, monkeypatch):
+    calls = []
+    real = subprocess.Popen
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            calls.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, 'Popen', Spy)
+
+    async def main():
+        p = await asyncio.create_subprocess_exec('true')
+        assert await p.wait() == 0
+    run(loop, main())
+    assert len(calls) == 1
