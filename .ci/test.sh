@@ -83,6 +83,14 @@ for v in 311 312 313; do
     conformance_run "conformance-py$v" "$VENVS/py$v"
 done
 
+echo "== wheel (build, auditwheel repair, smoke test in a clean venv)"
+if bash .ci/wheel.sh "$PY312" "$VENVS/wheel" >"$logdir/wheel.log" 2>&1; then
+    grep -E '^(repaired|smoke test)' "$logdir/wheel.log"
+else
+    tail -n 40 "$logdir/wheel.log"
+    failed+=("wheel")
+fi
+
 if [ -n "$SID_PYTHONS" ]; then
     echo "== sid root (CPython 3.14, 3.15)"
     if wait "$sid_pid" && bash .ci/sid-root.sh mount "$SID_ROOT"; then

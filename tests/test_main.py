@@ -166,8 +166,8 @@ def test_repl_top_level_await(kind):
         await asyncio.sleep(0.01, result=42)
         loop = asyncio.get_running_loop()
         print(type(loop).__module__)
-        print(sum(await asyncio.gather(asyncio.sleep(0, 1),
-                                       asyncio.sleep(0, 5))))
+        nap = asyncio.sleep
+        print(sum(await asyncio.gather(nap(0, 1), nap(0, 5))))
         '''))
     assert rc == 0, err
     module = 'evpy.loop' if kind == 'evpy' else 'asyncio.unix_events'
