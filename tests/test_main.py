@@ -219,7 +219,9 @@ def test_repl_ctrl_c_cancels_the_statement(kind):
     env.pop('PYTHONSTARTUP', None)
     proc = subprocess.Popen(
         [sys.executable, '-m', kind], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        # SIGINT may be ignored here (a background job): not in the REPL.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         proc.stdin.write(b'print("started", flush=True); '
                          b'await asyncio.sleep(60)\n')
