@@ -1,6 +1,6 @@
 """pytest-asyncio with evpy as the loop (its pytest_asyncio_loop_factories
 hook, in a pytest run of its own) and anyio's asyncio backend with a loop
-factory."""
+factory (anyio.run and anyio's pytest plugin)."""
 import asyncio
 import os
 import subprocess
@@ -93,3 +93,35 @@ def test_anyio_loop_factory(kind):
     got = anyio.run(main, backend='asyncio', backend_options={
         'loop_factory': lambda: make_loop(kind)})
     assert got == loop_module(kind)
+
+
+ANYIO_TESTS = '''
+import asyncio
+import pytest
+
+@pytest.fixture
+def anyio_backend():
+    if {kind!r} == "evpy":
+        import evpy
+        return "asyncio", {{"loop_factory": evpy.new_event_loop}}
+    return "asyncio", {{"loop_factory": asyncio.SelectorEventLoop}}
+
+@pytest.mark.anyio
+async def test_loop():
+    print("LOOP", type(asyncio.get_running_loop()).__module__)
+'''
+
+
+def test_anyio_pytest_plugin(kind, tmp_path):
+    need('anyio')
+    (tmp_path / 'test_anyio_loop.py').write_text(
+        ANYIO_TESTS.format(kind=kind))
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-p', 'anyio.pytest_plugin', '-p',
+         'no:cacheprovider', '-s', '-q', '--rootdir', str(tmp_path),
+         '-c', os.devnull, str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f'LOOP {loop_module(kind)}' in proc.stdout
+    assert '1 passed' in proc.stdout
