@@ -100,12 +100,12 @@ def _draw(ax, rows):
                              label=once('noise band'))
         for k, (loop, color, marker) in enumerate(OTHERS):
             ratio = summ['speedup'].get(loop)
-            if ratio is None:
+            if not ratio or ratio <= 0:   # none, or not on a log axis
                 continue
             ci = (summ.get('speedup_ci95') or {}).get(loop)
             offset = (k - 0.5) * 0.3
             err = None
-            if ci:
+            if ci and ci[0] > 0:
                 err = [[max(ratio - ci[0], 0)], [max(ci[1] - ratio, 0)]]
                 lo, hi = min(lo, ci[0]), max(hi, ci[1])
             lo, hi = min(lo, ratio), max(hi, ratio)
@@ -113,7 +113,7 @@ def _draw(ax, rows):
                         color=color, capsize=3, markersize=5,
                         label=once(f'vs {loop}'))
         floor = summ['speedup'].get(FLOOR)
-        if floor is not None:
+        if floor:
             ax.plot([floor, floor], [y - 0.4, y + 0.4], color='tab:red',
                     linewidth=2, label=once('vs C floor'))
             lo, hi = min(lo, floor), max(hi, floor)
@@ -121,9 +121,10 @@ def _draw(ax, rows):
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(lo / 1.15, hi * 1.15)
-    ticks = [t for t in (0.1, 0.2, 0.25, 0.5, 0.8, 1, 1.25, 1.5, 2, 3, 4,
-                         5, 10, 20, 50)
-             if lo / 1.15 <= t <= hi * 1.15]
+    # Fewer ticks on a wide axis, so their labels don't overlap.
+    choices = ((0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if hi / lo > 8 else
+               (0.25, 0.5, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5))
+    ticks = [t for t in choices if lo / 1.15 <= t <= hi * 1.15]
     ax.set_xticks(ticks)
     ax.set_xticklabels([f'{t:g}x' for t in ticks])
     ax.minorticks_off()
