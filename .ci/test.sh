@@ -17,7 +17,8 @@ pytest_run() {
     # Run from tests/ so `import evpy` finds the installed package, not
     # the source tree.
     if (cd tests && env "$@" "../$venv/bin/python" -m pytest -q -p no:cacheprovider \
-            --rootdir=.. -c ../pyproject.toml . ) >"$logdir/$name.log" 2>&1; then
+            --rootdir=.. -c ../pyproject.toml --ignore=integration . ) \
+            >"$logdir/$name.log" 2>&1; then
         tail -n 1 "$logdir/$name.log"
     else
         cat "$logdir/$name.log" | tail -n 60
@@ -91,6 +92,47 @@ if ! "$VENVS/py312/bin/ruff" check --no-cache evpy tests benchmarks \
     failed+=("lint")
 fi
 
+echo "== wheel (build, auditwheel repair, smoke test in a clean venv)"
+if bash .ci/wheel.sh "$PY312" "$VENVS/wheel" >"$logdir/wheel.log" 2>&1; then
+    grep -E '^(repaired|smoke test)' "$logdir/wheel.log"
+else
+    tail -n 40 "$logdir/wheel.log"
+    failed+=("wheel")
+fi
+
+# tests/integration on 3.12: uvicorn, aiohttp, websockets, pytest-asyncio,
+# anyio, asyncpg, psycopg, redis-py and grpcio on evpy and on asyncio's loop
+# (~1 minute on 2 cores), with PostgreSQL and redis-server from Debian.
+echo "== integration (py312)"
+if ! { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+        && command -v redis-server >/dev/null; }; then
+    if [ "$(id -u)" = 0 ]; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq postgresql redis-server; } \
+            >"$logdir/integration-apt.log" 2>&1 \
+            || echo "note: apt-get could not install postgresql/redis-server"
+    else
+        echo "note: not root: postgresql/redis-server not installed (those tests skip)"
+    fi
+fi
+if bash .ci/venv.sh "$PY312" "$VENVS/integ" '.[integration]' \
+        >"$logdir/build-integ.log" 2>&1; then
+    # pytest-asyncio's plugin stays out of this run (its test runs pytest
+    # again with it, in a subprocess).
+    if (cd tests && "../$VENVS/integ/bin/python" -m pytest -q -p no:cacheprovider \
+            -p no:asyncio -rs --rootdir=.. -c ../pyproject.toml integration) \
+            >"$logdir/integration.log" 2>&1; then
+        grep -E '^SKIPPED' "$logdir/integration.log" || true
+        tail -n 1 "$logdir/integration.log"
+    else
+        tail -n 60 "$logdir/integration.log"
+        failed+=("integration")
+    fi
+else
+    cat "$logdir/build-integ.log"
+    failed+=("build-integ")
+fi
+
 if [ -n "$SID_PYTHONS" ]; then
     echo "== sid root (CPython 3.14, 3.15)"
     if wait "$sid_pid" && bash .ci/sid-root.sh mount "$SID_ROOT"; then
@@ -121,7 +163,8 @@ for v in $SID_PYTHONS; do
     fi
     echo "== py$v"
     if sid_run "cd tests && /evpy/venvs/py$v/bin/python -m pytest -q \
-            -p no:cacheprovider --rootdir=.. -c ../pyproject.toml ." \
+            -p no:cacheprovider --rootdir=.. -c ../pyproject.toml \
+            --ignore=integration ." \
             >"$logdir/py$v.log" 2>&1; then
         tail -n 1 "$logdir/py$v.log"
     else

@@ -3,6 +3,8 @@
     python -m benchmarks [--quick] [--rounds N] [--cases SUBSTR,...]
                          [--loops evpy,asyncio,uvloop] [--json PATH]
     python benchmarks/run.py ...          (same thing)
+    python -m benchmarks ... --plot DIR   also PNG charts (benchmarks/plot.py)
+    python -m benchmarks --load FILE --plot DIR   charts of a saved run
 
 Every measurement is one fresh worker process (``benchmarks._worker``).
 Measurements are interleaved: for each case, round r runs every loop once,
@@ -782,6 +784,12 @@ def parse_args(argv):
     ap.add_argument("--compare", metavar="FILE",
                     help="compare this run with a saved one (--save FILE "
                     "or benchmarks/results/*.json)")
+    ap.add_argument("--plot", metavar="DIR",
+                    help="write PNG charts of the timings to DIR "
+                    "(matplotlib; see benchmarks/plot.py)")
+    ap.add_argument("--load", metavar="FILE",
+                    help="no run: chart a saved one (--save FILE or "
+                    "benchmarks/results/*.json); needs --plot")
     ap.add_argument("--no-cost", action="store_true",
                     help="skip the deterministic costs (valgrind, perf)")
     ap.add_argument("--cost-only", action="store_true",
@@ -810,6 +818,8 @@ def parse_args(argv):
     args.loop_list = list(dict.fromkeys(loops))
     if args.no_cost and args.cost_only:
         ap.error("--no-cost and --cost-only exclude each other")
+    if args.load and not args.plot:
+        ap.error("--load needs --plot DIR")
     args.cost = not args.no_cost
     args.timings = not args.cost_only
     args.rounds_explicit = args.rounds is not None
@@ -847,6 +857,9 @@ def main(argv=None):
                   % (c.name, c.group, c.n, c.quick_n, c.description,
                      " [%s]" % ", ".join(extra) if extra else ""))
         return 0
+    if args.load:
+        with open(args.load) as f:
+            return _plot(json.load(f), args.plot)
     if not cases:
         log("no case matches --cases %r (see --list)" % args.cases)
         return 2
@@ -942,7 +955,19 @@ def main(argv=None):
         print()
         print(compare(doc, old_doc))
     save(doc, started, args)
+    if args.plot and args.timings:
+        _plot(doc, args.plot)
     return 130 if doc["interrupted"] else 0
+
+
+def _plot(doc, outdir):
+    from benchmarks import plot
+    paths = plot.plot(doc, outdir)
+    for path in paths:
+        log("chart written to %s" % path)
+    if not paths:
+        log("no timed case to chart")
+    return 0 if paths else 1
 
 
 def run_case(case, ci, ncases, active, loops, args, floor_cache=None):

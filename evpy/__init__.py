@@ -12,7 +12,8 @@ from .policy import EventLoopPolicy, run
 
 Policy = EventLoopPolicy
 
+# The one place the version is written (pyproject.toml reads it from here).
 __version__ = '0.1.0'
 
 __all__ = ['BACKENDS', 'EventLoopPolicy', 'Handle', 'Loop', 'Policy',
-           'TimerHandle', 'new_event_loop', 'run']
+           'TimerHandle', '__version__', 'new_event_loop', 'run']
