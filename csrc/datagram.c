@@ -416,10 +416,11 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
 static PyObject *
 dgram_set_protocol(DatagramObject *self, PyObject *protocol)
 {
+    /* datagram_received is looked up when the next datagram arrives (as
+     * asyncio calls it): a missing or failing attribute is reported
+     * there, nothing is swallowed here. */
     Py_XSETREF(self->t.protocol, Py_NewRef(protocol));
-    Py_XSETREF(self->datagram_received,
-               PyObject_GetAttrString(protocol, "datagram_received"));
-    PyErr_Clear(); /* a missing method fails when a datagram arrives */
+    Py_CLEAR(self->datagram_received);
     Py_RETURN_NONE;
 }
 

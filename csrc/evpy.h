@@ -250,8 +250,8 @@ typedef struct HandleObject {
     PyObject *source_traceback;  /* debug mode only */
     PyObject *repr;              /* debug: repr saved at cancel */
     PyObject *weakreflist;
+    int running;                 /* _run() calls in progress (re-entrant) */
     char cancelled;
-    char running;
     char is_timer;
     char threadsafe;             /* made by call_soon_threadsafe() */
     evpy_timer_t timer;          /* TimerHandle: heap entry */

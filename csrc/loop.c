@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pythread.h>
+#include <stdlib.h>
 
 #define EVENTS_INITIAL 64
 #define EVENTS_MAX 4096
@@ -39,7 +40,8 @@ loop_check_thread(LoopObject *self)
 }
 
 /* 1 if `func` is a coroutine function (as inspect.iscoroutinefunction sees
- * plain functions, bound methods and functools.partial), else 0. */
+ * plain functions, bound methods and functools.partial), else 0; -1 with
+ * an exception. */
 static int
 is_coroutine_function(evpy_state *st, PyObject *func)
 {
@@ -56,6 +58,9 @@ is_coroutine_function(evpy_state *st, PyObject *func)
         if ((PyObject *)Py_TYPE(func) == st->partial_type) {
             PyObject *inner = PyObject_GetAttr(func, st->str_func);
             if (inner == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                    return -1;
+                }
                 PyErr_Clear();
                 return 0;
             }
@@ -73,7 +78,11 @@ static int
 loop_check_callback(LoopObject *self, PyObject *callback, const char *method)
 {
     if (PyCallable_Check(callback)) {
-        if (is_coroutine_function(self->st, callback)) {
+        int is_coro_func = is_coroutine_function(self->st, callback);
+        if (is_coro_func < 0) {
+            return -1;
+        }
+        if (is_coro_func) {
             PyErr_Format(PyExc_TypeError,
                          "coroutines cannot be used with %s()", method);
             return -1;
@@ -918,7 +927,13 @@ loop_poll(LoopObject *self, int64_t timeout_ns)
             /* A registration we no longer own (epoll keeps a dup'ed,
              * closed fd's interest): drop it. */
             (void)evpy_poller_ctl(self->poller, fd, EVPY_READ | EVPY_WRITE,
-                                  0);
+                                  0, 0);
+            continue;
+        }
+        if (!evpy_fdtable_event_current(&self->fds, &self->events[i])) {
+            /* An earlier file's registration under this fd number (its fd
+             * closed while a dup kept it open): not the current owner's
+             * readiness. It cannot be removed by number; ignore it. */
             continue;
         }
         if ((ev & EVPY_READ) && loop_queue_io(self, fd, slot, EVPY_READ) < 0) {
@@ -1176,30 +1191,62 @@ loop_run(LoopObject *self, PyObject *Py_UNUSED(ignored))
 
 /* -- lifetime ------------------------------------------------------------- */
 
+/* Drops one reference for each queued, scheduled or registered entry.
+ * Beware: a decref may run a finalizer that schedules or registers again
+ * (the loop is not closed yet when the GC clears it), so every entry is
+ * unhooked before any reference is dropped, and the whole sweep repeats
+ * until it finds nothing. */
 static void
 loop_drop_queues(LoopObject *self)
 {
-    evpy_timer_t *t;
-    while ((t = evpy_timerheap_pop(&self->timers)) != NULL) {
-        Py_DECREF(EVPY_HANDLE_FROM_TIMER(t));
-    }
-    while (self->ready.len) {
-        Py_DECREF(EVPY_UNTAG(evpy_ring_pop(&self->ready)));
-    }
-    for (int fd = 0; fd < self->fds.cap; fd++) {
-        evpy_fdslot_t *s = &self->fds.slots[fd];
-        void *r = s->reader, *w = s->writer;
-        s->reader = s->writer = NULL;
-        if (EVPY_TAG(r) == EVPY_TAG_IO) {
-            /* One reference for both pointers; detach the object so it
-             * no longer thinks it is registered. */
-            IOObject *io = (IOObject *)EVPY_UNTAG(r);
-            Py_CLEAR(io->loop);
-            Py_DECREF(io);
-            continue;
+    for (;;) {
+        evpy_ring_t drop;
+        evpy_ring_init(&drop);
+        int nomem = 0;
+        evpy_timer_t *t;
+        while ((t = evpy_timerheap_pop(&self->timers)) != NULL) {
+            HandleObject *h = EVPY_HANDLE_FROM_TIMER(t);
+            if (evpy_ring_push(&drop, h) < 0) {
+                nomem = 1;
+                Py_DECREF(h);
+            }
         }
-        Py_XDECREF((PyObject *)r);
-        Py_XDECREF((PyObject *)w);
+        while (self->ready.len) {
+            void *entry = EVPY_UNTAG(evpy_ring_pop(&self->ready));
+            if (evpy_ring_push(&drop, entry) < 0) {
+                nomem = 1;
+                Py_DECREF((PyObject *)entry);
+            }
+        }
+        for (int fd = 0; fd < self->fds.cap; fd++) {
+            evpy_fdslot_t *s = &self->fds.slots[fd];
+            void *r = s->reader, *w = s->writer;
+            s->reader = s->writer = NULL;
+            if (EVPY_TAG(r) == EVPY_TAG_IO) {
+                /* One reference for both pointers; the object must no
+                 * longer think it is registered. */
+                IOObject *io = (IOObject *)EVPY_UNTAG(r);
+                PyObject *loop = (PyObject *)io->loop;
+                io->loop = NULL;
+                r = io;
+                w = loop;
+            }
+            for (int i = 0; i < 2; i++) {
+                void *p = i ? w : r;
+                if (p != NULL && evpy_ring_push(&drop, p) < 0) {
+                    nomem = 1;
+                    Py_DECREF((PyObject *)p);
+                }
+            }
+        }
+        if (drop.len == 0 && !nomem) {
+            evpy_ring_free(&drop);
+            return;
+        }
+        while (drop.len) {
+            Py_DECREF((PyObject *)evpy_ring_pop(&drop));
+        }
+        evpy_ring_free(&drop);
     }
 }
 
@@ -1264,7 +1311,8 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     evpy_fdtable_init(&self->fds);
     evpy_timerheap_init(&self->timers);
     evpy_ring_init(&self->ready);
-    int rc = evpy_poller_open(&self->poller, NULL);
+    /* The backend named by $EVPY_POLLER (read here, not in the core). */
+    int rc = evpy_poller_open(&self->poller, getenv("EVPY_POLLER"));
     if (rc == -EINVAL) {
         PyErr_Format(PyExc_ValueError,
                      "unknown or unavailable poller backend in EVPY_POLLER");
@@ -1276,7 +1324,8 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     rc = evpy_waker_open(&self->waker);
     if (rc == 0) {
-        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ);
+        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ,
+                             0);
     }
     if (rc < 0) {
         evpy_set_errno(rc);

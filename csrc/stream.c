@@ -128,6 +128,20 @@ wq_push(StreamObject *self, PyObject *owner, const char *ptr, Py_ssize_t len)
     return 0;
 }
 
+/* Drops the items queued after the first `len` (a failed writelines()
+ * takes back what it queued). */
+static void
+wq_truncate(StreamObject *self, size_t len)
+{
+    while (self->wq_len > len) {
+        self->wq_len--;
+        wq_item *it = &self->wq[(self->wq_head + self->wq_len)
+                                % self->wq_cap];
+        self->wsize -= it->len;
+        Py_CLEAR(it->obj);
+    }
+}
+
 /* Drops n sent bytes from the front of the queue. */
 static void
 wq_consume(StreamObject *self, Py_ssize_t n)
@@ -601,17 +615,20 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
         Py_DECREF(seq);
         return n ? evpy_tr_write_after_close(TR(self)) : Py_NewRef(Py_None);
     }
-    /* Queue everything, then flush with one writev. */
-    int was_empty = self->wq_len == 0;
+    /* Queue everything, then flush with one writev. All or nothing: if
+     * an item fails, what this call queued is taken back (nothing would
+     * send it if the queue was empty before). */
+    size_t queued_before = self->wq_len;
+    int was_empty = queued_before == 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_buffer view;
-        if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) < 0) {
-            Py_DECREF(seq);
-            return NULL;
+        int rc = PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE);
+        if (rc == 0) {
+            rc = view.len ? wq_push(self, items[i], view.buf, view.len) : 0;
+            PyBuffer_Release(&view);
         }
-        int rc = view.len ? wq_push(self, items[i], view.buf, view.len) : 0;
-        PyBuffer_Release(&view);
         if (rc < 0) {
+            wq_truncate(self, queued_before);
             Py_DECREF(seq);
             return NULL;
         }
