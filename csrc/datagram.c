@@ -561,9 +561,20 @@ static PyType_Slot dgram_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec evpy_datagram_spec = {
+static PyType_Spec dgram_spec = {
     .name = "evpy._core.DatagramTransport",
     .basicsize = sizeof(DatagramObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = dgram_slots,
 };
+
+int
+evpy_datagram_add_type(PyObject *mod, evpy_state *st)
+{
+    /* asyncio's datagram transport is a Transport too (its selector base
+     * class is), and a DatagramTransport from 3.12 on. */
+    st->DatagramType = evpy_transport_make_type(mod, st, &dgram_spec,
+                                                "Transport",
+                                                "DatagramTransport");
+    return st->DatagramType == NULL ? -1 : 0;
+}

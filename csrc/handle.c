@@ -311,11 +311,10 @@ handle_repr(HandleObject *self)
     if (self->repr != NULL) {
         return Py_NewRef(self->repr);
     }
-    PyObject *mod = PyType_GetModuleByDef(Py_TYPE(self), &evpy_module_def);
-    if (mod == NULL) {
+    evpy_state *st = evpy_state_of_type(Py_TYPE(self));
+    if (st == NULL) {
         return NULL;
     }
-    evpy_state *st = evpy_get_state(mod);
     PyObject *f = evpy_format_func(st, st->str_handle_repr);
     if (f == NULL) {
         return NULL;

@@ -1299,13 +1299,12 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
      * waker fd would make dealloc close stdin. */
     self->waker.rfd = self->waker.wfd = -1;
     /* Borrowed: the type (and so every instance) keeps the module. */
-    PyObject *mod = PyType_GetModuleByDef(type, &evpy_module_def);
-    if (mod == NULL) {
+    self->st = evpy_state_of_type(type);
+    if (self->st == NULL) {
         self->closed = 1;
         Py_DECREF(self);
         return NULL;
     }
-    self->st = evpy_get_state(mod);
     self->slow_callback_duration = 0.1;
     evpy_stats_init(&self->stats); /* health */
     evpy_fdtable_init(&self->fds);

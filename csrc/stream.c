@@ -835,9 +835,17 @@ static PyType_Slot stream_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec evpy_stream_spec = {
+static PyType_Spec stream_spec = {
     .name = "evpy._core.StreamTransport",
     .basicsize = sizeof(StreamObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = stream_slots,
 };
+
+int
+evpy_stream_add_type(PyObject *mod, evpy_state *st)
+{
+    st->StreamType = evpy_transport_make_type(mod, st, &stream_spec,
+                                              "Transport", NULL);
+    return st->StreamType == NULL ? -1 : 0;
+}

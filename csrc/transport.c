@@ -15,11 +15,10 @@ int
 evpy_tr_init(TransportObject *t, PyTypeObject *type, const evpy_io_vtable *vt,
              const evpy_transport_ops *ops)
 {
-    PyObject *mod = PyType_GetModuleByDef(type, &evpy_module_def);
-    if (mod == NULL) {
+    t->st = evpy_state_of_type(type);
+    if (t->st == NULL) {
         return -1;
     }
-    t->st = evpy_get_state(mod);
     t->io.vt = vt;
     t->io.fd = -1;
     t->ops = ops;
@@ -1158,7 +1157,7 @@ static PyType_Slot tr_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec evpy_transport_spec = {
+static PyType_Spec evpy_transport_spec = {
     .name = "evpy._core.TransportBase",
     .basicsize = sizeof(TransportObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
@@ -1166,11 +1165,11 @@ PyType_Spec evpy_transport_spec = {
     .slots = tr_slots,
 };
 
-int
-evpy_transport_check_layout(PyObject *base)
+/* asyncio.BaseTransport is `object` plus one slot (`_extra`): our
+ * IOObject.extra must be exactly that slot. */
+static int
+check_base_layout(PyObject *base)
 {
-    /* asyncio.BaseTransport is `object` plus one slot (`_extra`): our
-     * IOObject.extra must be exactly that slot. */
     Py_ssize_t want = (Py_ssize_t)(offsetof(IOObject, extra)
                                    + sizeof(PyObject *));
     if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_basicsize != want) {
@@ -1179,4 +1178,61 @@ evpy_transport_check_layout(PyObject *base)
         return -1;
     }
     return 0;
+}
+
+static PyObject *
+asyncio_attr(const char *name)
+{
+    PyObject *m = PyImport_ImportModule("asyncio");
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return r;
+}
+
+int
+evpy_transport_add_base_type(PyObject *mod, evpy_state *st)
+{
+    PyObject *base = asyncio_attr("BaseTransport");
+    if (base == NULL || check_base_layout(base) < 0) {
+        Py_XDECREF(base);
+        return -1;
+    }
+    st->TransportBaseType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_transport_spec, base);
+    Py_DECREF(base);
+    if (st->TransportBaseType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(mod, st->TransportBaseType);
+}
+
+PyTypeObject *
+evpy_transport_make_type(PyObject *mod, evpy_state *st, PyType_Spec *spec,
+                         const char *asyncio_name, const char *asyncio_name2)
+{
+    PyObject *other = asyncio_attr(asyncio_name);
+    PyObject *other2 = asyncio_name2 ? asyncio_attr(asyncio_name2) : NULL;
+    if (other == NULL || (asyncio_name2 != NULL && other2 == NULL)) {
+        Py_XDECREF(other);
+        Py_XDECREF(other2);
+        return NULL;
+    }
+    PyObject *base = (PyObject *)st->TransportBaseType;
+    PyObject *bases = other2 ? PyTuple_Pack(3, base, other, other2)
+                             : PyTuple_Pack(2, base, other);
+    Py_DECREF(other);
+    Py_XDECREF(other2);
+    if (bases == NULL) {
+        return NULL;
+    }
+    PyObject *tp = PyType_FromModuleAndSpec(mod, spec, bases);
+    Py_DECREF(bases);
+    if (tp == NULL || PyModule_AddType(mod, (PyTypeObject *)tp) < 0) {
+        Py_XDECREF(tp);
+        return NULL;
+    }
+    return (PyTypeObject *)tp;
 }

@@ -80,8 +80,19 @@ void evpy_tr_discard(TransportObject *t);
 
 /* _core.TransportBase: the shared methods, as a base class of
  * StreamTransport and DatagramTransport (it subclasses
- * asyncio.BaseTransport, whose `_extra` slot starts IOObject). */
-extern PyType_Spec evpy_transport_spec;
-int evpy_transport_check_layout(PyObject *base_transport);
+ * asyncio.BaseTransport, whose `_extra` slot starts IOObject). Made and
+ * added to the module (st->TransportBaseType); -1 with an exception. */
+int evpy_transport_add_base_type(PyObject *mod, evpy_state *st);
+/* A concrete transport type from spec, with TransportBase and
+ * asyncio.<asyncio_name> (and asyncio.<asyncio_name2> unless NULL) as
+ * bases, added to the module. New reference or NULL. */
+PyTypeObject *evpy_transport_make_type(PyObject *mod, evpy_state *st,
+                                       PyType_Spec *spec,
+                                       const char *asyncio_name,
+                                       const char *asyncio_name2);
+/* StreamTransport and DatagramTransport (stream.c, datagram.c): made and
+ * added to the module; -1 with an exception. */
+int evpy_stream_add_type(PyObject *mod, evpy_state *st);
+int evpy_datagram_add_type(PyObject *mod, evpy_state *st);
 
 #endif /* EVPY_TRANSPORT_H */
