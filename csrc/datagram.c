@@ -116,11 +116,15 @@ dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 static int
 dgram_error_received(DatagramObject *self, PyObject *exc)
 {
-    PyObject *r = PyObject_CallMethod(self->t.protocol, "error_received",
-                                      "O", exc);
+    PyObject *protocol = Py_NewRef(self->t.protocol);
+    PyObject *r = PyObject_CallMethodOneArg(protocol,
+                                            self->t.st->str_error_received,
+                                            exc);
+    Py_DECREF(protocol);
     Py_DECREF(exc);
     if (r == NULL) {
-        return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_callback_failed,
+                                   1);
     }
     Py_DECREF(r);
     return 0;
@@ -162,15 +166,16 @@ dgram_read(DatagramObject *self)
                        : evpy_sockaddr_to_py((struct sockaddr *)&ss, sl);
     }
     if (data != NULL && addr == NULL && !PyErr_Occurred()) {
-        addr = PyObject_CallMethod(self->t.sock, "getpeername", NULL);
+        addr = PyObject_CallMethodNoArgs(self->t.sock,
+                                         self->t.st->str_getpeername);
     }
     if (addr == NULL) {
         Py_XDECREF(data);
         return evpy_tr_callback_failed(TR(self), read_error);
     }
     if (self->datagram_received == NULL) {
-        self->datagram_received = PyObject_GetAttrString(
-            self->t.protocol, "datagram_received");
+        self->datagram_received = PyObject_GetAttr(
+            self->t.protocol, self->t.st->str_datagram_received);
     }
     PyObject *r = NULL;
     if (self->datagram_received != NULL) {
@@ -183,7 +188,8 @@ dgram_read(DatagramObject *self)
     Py_DECREF(data);
     Py_DECREF(addr);
     if (r == NULL) {
-        return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_callback_failed,
+                                   1);
     }
     Py_DECREF(r);
     return 1;
@@ -234,8 +240,10 @@ dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
     if (parsed == 0) {
         return dgram_send_raw(self, data, (struct sockaddr *)&ss, sl);
     }
-    PyObject *r = PyObject_CallMethod(self->t.sock, "sendto", "OO", data,
-                                      addr);
+    PyObject *args[3] = {self->t.sock, data, addr};
+    PyObject *r = PyObject_VectorcallMethod(
+        self->t.st->str_sendto, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        NULL);
     if (r != NULL) {
         Py_DECREF(r);
         return 1;
@@ -283,8 +291,8 @@ dgram_write_ready(DatagramObject *self)
         if (evpy_tr_set_want(TR(self), 0, EVPY_WRITE) < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
-        if (self->t.closing) {
-            return evpy_tr_call_connection_lost_now(TR(self));
+        if (EVPY_TR_CLOSING(self)) {
+            return evpy_tr_drained(TR(self));
         }
     }
     return 0;

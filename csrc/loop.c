@@ -503,7 +503,7 @@ loop_set_task_factory_attr(LoopObject *self, PyObject *value,
 
 /* selectors' rules for turning a file object into an fd. */
 static int
-fileobj_to_fd(PyObject *fileobj)
+fileobj_to_fd(LoopObject *self, PyObject *fileobj)
 {
     long fd;
     if (PyLong_Check(fileobj)) {
@@ -513,7 +513,7 @@ fileobj_to_fd(PyObject *fileobj)
         }
     }
     else {
-        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(fileobj, self->st->str_fileno);
         if (r == NULL || !PyLong_Check(r)) {
             Py_XDECREF(r);
             if (r == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)
@@ -564,7 +564,7 @@ loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
                      "%s() missing required positional arguments", method);
         return NULL;
     }
-    int fd = fileobj_to_fd(args[0]);
+    int fd = fileobj_to_fd(self, args[0]);
     if (fd < 0) {
         return NULL;
     }
@@ -599,7 +599,8 @@ loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
     HandleObject *old = (HandleObject *)*place;
     *place = Py_NewRef(h); /* the table owns a reference */
     if (old != NULL) {
-        PyObject *r = PyObject_CallMethod((PyObject *)old, "cancel", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)old,
+                                                self->st->str_cancel);
         Py_DECREF(old);
         if (r == NULL) {
             Py_DECREF(h);
@@ -640,7 +641,7 @@ loop_drop_io(LoopObject *self, int fd, unsigned which)
 static PyObject *
 loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
 {
-    int fd = fileobj_to_fd(fileobj);
+    int fd = fileobj_to_fd(self, fileobj);
     if (fd < 0) {
         return NULL;
     }

@@ -51,7 +51,6 @@
     X(str_call_connection_lost, "_call_connection_lost")                   \
     X(str_start_reading, "_start_reading")                                 \
     X(str_detach, "_detach")                                               \
-    X(str_unclosed, "_unclosed")                                           \
     X(str_fatal_error, "_fatal_error")                                     \
     X(str_flow_control_failed, "_flow_control_failed")                     \
     X(str_warn_write_after_close, "_warn_write_after_close")               \

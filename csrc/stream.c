@@ -215,9 +215,10 @@ stream_on_eof(StreamObject *self)
     if (self->t.kind == STREAM_READ_PIPE) {
         /* asyncio: closing, then eof_received() and connection_lost()
          * from the loop. */
-        return evpy_tr_python_hook(TR(self), "_on_pipe_eof", 0);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_on_pipe_eof, 0);
     }
-    PyObject *r = evpy_tr_call_protocol(TR(self), "eof_received");
+    PyObject *r = evpy_tr_call_protocol(TR(self),
+                                        self->t.st->str_eof_received);
     if (r == NULL) {
         return evpy_tr_callback_failed(
             TR(self), "Fatal error: protocol.eof_received() call failed.");
@@ -242,8 +243,8 @@ stream_read_buffered(StreamObject *self)
     static const char get_buffer_failed[] =
         "Fatal error: protocol.get_buffer() call failed.";
     if (self->get_buffer == NULL) {
-        self->get_buffer = PyObject_GetAttrString(self->t.protocol,
-                                                  "get_buffer");
+        self->get_buffer = PyObject_GetAttr(self->t.protocol,
+                                            self->t.st->str_get_buffer);
         if (self->get_buffer == NULL) {
             return evpy_tr_callback_failed(TR(self), get_buffer_failed);
         }
@@ -285,8 +286,8 @@ stream_read_buffered(StreamObject *self)
         return stream_on_eof(self);
     }
     if (self->buffer_updated == NULL) {
-        self->buffer_updated = PyObject_GetAttrString(self->t.protocol,
-                                                      "buffer_updated");
+        self->buffer_updated = PyObject_GetAttr(
+            self->t.protocol, self->t.st->str_buffer_updated);
         if (self->buffer_updated == NULL) {
             return evpy_tr_callback_failed(
                 TR(self),
@@ -388,8 +389,8 @@ stream_read(StreamObject *self)
         return stream_on_eof(self);
     }
     if (self->data_received == NULL) {
-        self->data_received = PyObject_GetAttrString(self->t.protocol,
-                                                     "data_received");
+        self->data_received = PyObject_GetAttr(self->t.protocol,
+                                               self->t.st->str_data_received);
         if (self->data_received == NULL) {
             Py_DECREF(data);
             return evpy_tr_callback_failed(
@@ -406,7 +407,8 @@ stream_read(StreamObject *self)
         if (!IS_SOCKET(self)) {
             /* A pipe transport lets it reach the exception handler as
              * an error of the callback, and stays open. */
-            return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+            return evpy_tr_python_hook(TR(self),
+                                       self->t.st->str_callback_failed, 1);
         }
         return evpy_tr_callback_failed(
             TR(self), "Fatal error: protocol.data_received() call failed.");
@@ -441,8 +443,8 @@ stream_write_ready(StreamObject *self)
         PyErr_SetFromErrno(PyExc_OSError);
         PyObject *exc = evpy_fetch_exc();
         if (self->t.empty_waiter != NULL) {
-            PyObject *r = PyObject_CallMethod(self->t.empty_waiter,
-                                              "set_exception", "O", exc);
+            PyObject *r = PyObject_CallMethodOneArg(
+                self->t.empty_waiter, self->t.st->str_set_exception, exc);
             if (r == NULL) {
                 PyErr_WriteUnraisable((PyObject *)self);
             }
@@ -461,20 +463,21 @@ stream_write_ready(StreamObject *self)
         return 0;
     }
     /* Closing also drops a write pipe's read interest (closure watch). */
-    if (evpy_tr_set_want(TR(self), 0, self->t.closing ? EVPY_READ | EVPY_WRITE
+    if (evpy_tr_set_want(TR(self), 0,
+                         EVPY_TR_CLOSING(self) ? EVPY_READ | EVPY_WRITE
                                                : EVPY_WRITE) < 0) {
         PyErr_WriteUnraisable((PyObject *)self);
     }
     if (self->t.empty_waiter != NULL) {
-        PyObject *r = PyObject_CallMethod(self->t.empty_waiter, "set_result",
-                                          "O", Py_None);
+        PyObject *r = PyObject_CallMethodOneArg(
+            self->t.empty_waiter, self->t.st->str_set_result, Py_None);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
         Py_XDECREF(r);
     }
-    if (self->t.closing) {
-        if (evpy_tr_call_connection_lost_now(TR(self)) < 0) {
+    if (EVPY_TR_CLOSING(self)) {
+        if (evpy_tr_drained(TR(self)) < 0) {
             return -1;
         }
     }
@@ -502,7 +505,7 @@ stream_on_event(IOObject *io, unsigned events)
     if (self->t.kind == STREAM_WRITE_PIPE) {
         /* The write end polls for reading only to learn that the reader
          * went away. */
-        return evpy_tr_python_hook(TR(self), "_read_ready", 0);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_read_ready, 0);
     }
     return stream_read(self);
 }
@@ -580,7 +583,7 @@ stream_write(StreamObject *self, PyObject *data)
         res = Py_NewRef(Py_None);
     }
     else if (self->t.conn_lost
-             || (self->t.kind == STREAM_WRITE_PIPE && self->t.closing)) {
+             || (self->t.kind == STREAM_WRITE_PIPE && EVPY_TR_CLOSING(self))) {
         res = evpy_tr_write_after_close(TR(self));
     }
     else if (stream_write_buffer(self, data, view.buf, view.len) == 0) {
@@ -611,7 +614,7 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
         }
     }
     if (self->t.conn_lost
-        || (self->t.kind == STREAM_WRITE_PIPE && self->t.closing)) {
+        || (self->t.kind == STREAM_WRITE_PIPE && EVPY_TR_CLOSING(self))) {
         Py_DECREF(seq);
         return n ? evpy_tr_write_after_close(TR(self)) : Py_NewRef(Py_None);
     }
@@ -654,7 +657,7 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
 static PyObject *
 stream_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->t.closing || self->eof) {
+    if (EVPY_TR_CLOSING(self) || self->eof) {
         Py_RETURN_NONE;
     }
     self->eof = 1;
