@@ -39,11 +39,9 @@ typedef struct {
     TransportObject t;           /* must be first */
     PyObject *datagram_received; /* bound method cached by set_protocol */
     PyObject *address;           /* the peer given at creation, or NULL */
-    dq_item *dq;                 /* ring of dq_cap queued datagrams */
-    size_t dq_head;
-    size_t dq_len;
-    size_t dq_cap;
-    Py_ssize_t qsize;            /* queued bytes (+ header bytes) */
+    evpy_ring_t dq;              /* queued datagrams: dq_item elements */
+    Py_ssize_t qsize;            /* queued bytes (+ header bytes): dq's
+                                  * per-use count */
     char connected;              /* the socket has a peer: use send() */
 } DatagramObject;
 
@@ -54,24 +52,25 @@ static const char write_error[] = "Fatal write error on datagram transport";
 
 /* -- queue ---------------------------------------------------------------- */
 
+#define DQ_LEN(self) ((self)->dq.len)
+#define DQ_AT(self, i) ((dq_item *)evpy_ring_slot(&(self)->dq, (i)))
+
 static void
 dq_pop_front(DatagramObject *self)
 {
-    dq_item *it = &self->dq[self->dq_head];
+    dq_item *it = DQ_AT(self, 0);
     self->qsize -= PyBytes_GET_SIZE(it->data) + DGRAM_HEADER_BYTES;
     Py_CLEAR(it->data);
     Py_CLEAR(it->addr);
-    self->dq_head = (self->dq_head + 1) % self->dq_cap;
-    self->dq_len--;
+    evpy_ring_drop_front(&self->dq);
 }
 
 static void
 dq_clear(DatagramObject *self)
 {
-    while (self->dq_len) {
+    while (DQ_LEN(self)) {
         dq_pop_front(self);
     }
-    self->dq_head = 0;
     self->qsize = 0;
 }
 
@@ -79,30 +78,19 @@ dq_clear(DatagramObject *self)
 static int
 dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 {
-    if (self->dq_len == self->dq_cap) {
-        size_t ncap = self->dq_cap ? self->dq_cap * 2 : 8;
-        dq_item *nq = PyMem_Malloc(sizeof(dq_item) * ncap);
-        if (nq == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (size_t i = 0; i < self->dq_len; i++) {
-            nq[i] = self->dq[(self->dq_head + i) % self->dq_cap];
-        }
-        PyMem_Free(self->dq);
-        self->dq = nq;
-        self->dq_head = 0;
-        self->dq_cap = ncap;
-    }
     PyObject *copy = PyBytes_CheckExact(data) ? Py_NewRef(data)
                                               : PyBytes_FromObject(data);
     if (copy == NULL) {
         return -1;
     }
-    dq_item *it = &self->dq[(self->dq_head + self->dq_len) % self->dq_cap];
+    dq_item *it = evpy_ring_push_slot(&self->dq);
+    if (it == NULL) {
+        Py_DECREF(copy);
+        PyErr_NoMemory();
+        return -1;
+    }
     it->data = copy;
     it->addr = Py_NewRef(addr);
-    self->dq_len++;
     self->qsize += PyBytes_GET_SIZE(copy) + DGRAM_HEADER_BYTES;
     return 0;
 }
@@ -273,8 +261,8 @@ dgram_send_failed(DatagramObject *self)
 static int
 dgram_write_ready(DatagramObject *self)
 {
-    while (self->dq_len) {
-        dq_item *it = &self->dq[self->dq_head];
+    while (DQ_LEN(self)) {
+        dq_item *it = DQ_AT(self, 0);
         int rc = dgram_send_one(self, it->data, it->addr);
         if (rc == 0) {
             break;
@@ -287,7 +275,7 @@ dgram_write_ready(DatagramObject *self)
     if (evpy_tr_maybe_resume_protocol(TR(self)) < 0) { /* may queue more */
         return -1;
     }
-    if (self->dq_len == 0) {
+    if (DQ_LEN(self) == 0) {
         if (evpy_tr_set_want(TR(self), 0, EVPY_WRITE) < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
@@ -402,7 +390,7 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
             return evpy_tr_write_after_close(TR(self));
         }
     }
-    if (self->dq_len == 0) {
+    if (DQ_LEN(self) == 0) {
         int rc = dgram_send_one(self, data, addr);
         if (rc == 1) {
             Py_RETURN_NONE;
@@ -512,6 +500,7 @@ dgram_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    evpy_ring_init(&self->dq, sizeof(dq_item), 8);
     if (evpy_tr_init(TR(self), type, &dgram_vtable, &dgram_ops) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -528,8 +517,8 @@ dgram_traverse(DatagramObject *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->datagram_received);
     Py_VISIT(self->address);
-    for (size_t i = 0; i < self->dq_len; i++) {
-        dq_item *it = &self->dq[(self->dq_head + i) % self->dq_cap];
+    for (size_t i = 0; i < DQ_LEN(self); i++) {
+        dq_item *it = DQ_AT(self, i);
         Py_VISIT(it->data);
         Py_VISIT(it->addr);
     }
@@ -553,7 +542,7 @@ dgram_dealloc(DatagramObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     (void)dgram_tp_clear(self);
-    PyMem_Free(self->dq);
+    evpy_ring_free(&self->dq);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

@@ -1202,7 +1202,7 @@ loop_drop_queues(LoopObject *self)
 {
     for (;;) {
         evpy_ring_t drop;
-        evpy_ring_init(&drop);
+        evpy_ring_init(&drop, sizeof(void *), 64);
         int nomem = 0;
         evpy_timer_t *t;
         while ((t = evpy_timerheap_pop(&self->timers)) != NULL) {
@@ -1310,7 +1310,7 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     evpy_stats_init(&self->stats); /* health */
     evpy_fdtable_init(&self->fds);
     evpy_timerheap_init(&self->timers);
-    evpy_ring_init(&self->ready);
+    evpy_ring_init(&self->ready, sizeof(void *), 256);
     /* The backend named by $EVPY_POLLER (read here, not in the core). */
     int rc = evpy_poller_open(&self->poller, getenv("EVPY_POLLER"));
     if (rc == -EINVAL) {

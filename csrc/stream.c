@@ -33,11 +33,8 @@ typedef struct {
     PyObject *data_received;     /* bound methods cached by set_protocol */
     PyObject *get_buffer;
     PyObject *buffer_updated;
-    wq_item *wq;                 /* write queue: a ring of wq_cap items */
-    size_t wq_head;
-    size_t wq_len;
-    size_t wq_cap;
-    Py_ssize_t wsize;            /* bytes queued */
+    evpy_ring_t wq;              /* write queue: wq_item elements */
+    Py_ssize_t wsize;            /* bytes queued (wq's per-use count) */
     char buffered;               /* protocol is a BufferedProtocol */
     char eof;                    /* write_eof() called */
     char big_reads;              /* last read was big: read in place */
@@ -75,16 +72,16 @@ write_error_msg(StreamObject *self)
 
 /* -- helpers ------------------------------------------------------------ */
 
+#define WQ_LEN(self) ((self)->wq.len)
+#define WQ_AT(self, i) ((wq_item *)evpy_ring_slot(&(self)->wq, (i)))
+
 static void
 wq_clear(StreamObject *self)
 {
-    while (self->wq_len) {
-        wq_item *it = &self->wq[self->wq_head];
-        Py_CLEAR(it->obj);
-        self->wq_head = (self->wq_head + 1) % self->wq_cap;
-        self->wq_len--;
+    while (WQ_LEN(self)) {
+        Py_CLEAR(WQ_AT(self, 0)->obj);
+        evpy_ring_drop_front(&self->wq);
     }
-    self->wq_head = 0;
     self->wsize = 0;
 }
 
@@ -93,21 +90,6 @@ wq_clear(StreamObject *self)
 static int
 wq_push(StreamObject *self, PyObject *owner, const char *ptr, Py_ssize_t len)
 {
-    if (self->wq_len == self->wq_cap) {
-        size_t ncap = self->wq_cap ? self->wq_cap * 2 : 8;
-        wq_item *nq = PyMem_Malloc(sizeof(wq_item) * ncap);
-        if (nq == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (size_t i = 0; i < self->wq_len; i++) {
-            nq[i] = self->wq[(self->wq_head + i) % self->wq_cap];
-        }
-        PyMem_Free(self->wq);
-        self->wq = nq;
-        self->wq_head = 0;
-        self->wq_cap = ncap;
-    }
     PyObject *obj;
     if (owner != NULL && PyBytes_CheckExact(owner)) {
         obj = Py_NewRef(owner);
@@ -119,11 +101,15 @@ wq_push(StreamObject *self, PyObject *owner, const char *ptr, Py_ssize_t len)
         }
         ptr = PyBytes_AS_STRING(obj);
     }
-    wq_item *it = &self->wq[(self->wq_head + self->wq_len) % self->wq_cap];
+    wq_item *it = evpy_ring_push_slot(&self->wq);
+    if (it == NULL) {
+        Py_DECREF(obj);
+        PyErr_NoMemory();
+        return -1;
+    }
     it->obj = obj;
     it->ptr = ptr;
     it->len = len;
-    self->wq_len++;
     self->wsize += len;
     return 0;
 }
@@ -133,12 +119,11 @@ wq_push(StreamObject *self, PyObject *owner, const char *ptr, Py_ssize_t len)
 static void
 wq_truncate(StreamObject *self, size_t len)
 {
-    while (self->wq_len > len) {
-        self->wq_len--;
-        wq_item *it = &self->wq[(self->wq_head + self->wq_len)
-                                % self->wq_cap];
+    while (WQ_LEN(self) > len) {
+        wq_item *it = WQ_AT(self, WQ_LEN(self) - 1);
         self->wsize -= it->len;
         Py_CLEAR(it->obj);
+        evpy_ring_drop_back(&self->wq);
     }
 }
 
@@ -147,8 +132,8 @@ static void
 wq_consume(StreamObject *self, Py_ssize_t n)
 {
     self->wsize -= n;
-    while (n > 0 && self->wq_len) {
-        wq_item *it = &self->wq[self->wq_head];
+    while (n > 0 && WQ_LEN(self)) {
+        wq_item *it = WQ_AT(self, 0);
         if (it->len > n) {
             it->ptr += n;
             it->len -= n;
@@ -156,8 +141,7 @@ wq_consume(StreamObject *self, Py_ssize_t n)
         }
         n -= it->len;
         Py_CLEAR(it->obj);
-        self->wq_head = (self->wq_head + 1) % self->wq_cap;
-        self->wq_len--;
+        evpy_ring_drop_front(&self->wq);
     }
 }
 
@@ -420,13 +404,13 @@ stream_read(StreamObject *self)
 static int
 stream_write_ready(StreamObject *self)
 {
-    if (self->t.conn_lost || self->wq_len == 0) {
+    if (self->t.conn_lost || WQ_LEN(self) == 0) {
         return 0;
     }
     struct iovec iov[WQ_IOV_MAX];
     int niov = 0;
-    for (size_t i = 0; i < self->wq_len && niov < WQ_IOV_MAX; i++) {
-        wq_item *it = &self->wq[(self->wq_head + i) % self->wq_cap];
+    for (size_t i = 0; i < WQ_LEN(self) && niov < WQ_IOV_MAX; i++) {
+        wq_item *it = WQ_AT(self, i);
         iov[niov].iov_base = (void *)it->ptr;
         iov[niov].iov_len = (size_t)it->len;
         niov++;
@@ -459,7 +443,7 @@ stream_write_ready(StreamObject *self)
     if (evpy_tr_maybe_resume_protocol(TR(self)) < 0) { /* may write more */
         return -1;
     }
-    if (self->wq_len) {
+    if (WQ_LEN(self)) {
         return 0;
     }
     /* Closing also drops a write pipe's read interest (closure watch). */
@@ -538,7 +522,7 @@ static int
 stream_write_buffer(StreamObject *self, PyObject *owner, const char *buf,
                     Py_ssize_t len)
 {
-    if (self->wq_len == 0) {
+    if (WQ_LEN(self) == 0) {
         Py_ssize_t n = stream_send(self, buf, len);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -621,7 +605,7 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
     /* Queue everything, then flush with one writev. All or nothing: if
      * an item fails, what this call queued is taken back (nothing would
      * send it if the queue was empty before). */
-    size_t queued_before = self->wq_len;
+    size_t queued_before = WQ_LEN(self);
     int was_empty = queued_before == 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_buffer view;
@@ -637,18 +621,18 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
         }
     }
     Py_DECREF(seq);
-    if (self->wq_len == 0) {
+    if (WQ_LEN(self) == 0) {
         Py_RETURN_NONE;
     }
     /* Try now; wait for writability (in a copy of this context) only for
      * what is left, as asyncio's writelines(). */
     if (was_empty) {
         if (stream_write_ready(self) < 0
-            || (self->wq_len && evpy_tr_want_write(TR(self)) < 0)) {
+            || (WQ_LEN(self) && evpy_tr_want_write(TR(self)) < 0)) {
             return NULL;
         }
     }
-    if (self->wq_len && evpy_tr_maybe_pause_protocol(TR(self)) < 0) {
+    if (WQ_LEN(self) && evpy_tr_maybe_pause_protocol(TR(self)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -661,7 +645,7 @@ stream_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->eof = 1;
-    if (self->wq_len == 0 && stream_shutdown_write(self) < 0) {
+    if (WQ_LEN(self) == 0 && stream_shutdown_write(self) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -783,6 +767,7 @@ stream_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    evpy_ring_init(&self->wq, sizeof(wq_item), 8);
     if (evpy_tr_init(TR(self), type, &stream_vtable, &stream_ops) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -800,8 +785,8 @@ stream_traverse(StreamObject *self, visitproc visit, void *arg)
     Py_VISIT(self->data_received);
     Py_VISIT(self->get_buffer);
     Py_VISIT(self->buffer_updated);
-    for (size_t i = 0; i < self->wq_len; i++) {
-        Py_VISIT(self->wq[(self->wq_head + i) % self->wq_cap].obj);
+    for (size_t i = 0; i < WQ_LEN(self); i++) {
+        Py_VISIT(WQ_AT(self, i)->obj);
     }
     return 0;
 }
@@ -822,7 +807,7 @@ stream_dealloc(StreamObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     evpy_tr_clear(TR(self));
-    PyMem_Free(self->wq);
+    evpy_ring_free(&self->wq);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
