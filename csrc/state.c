@@ -51,16 +51,16 @@ import_attr(const char *module, const char *attr)
 int
 evpy_state_init(evpy_state *st)
 {
-#define EVPY_X(field, module, attr)                                        \
-    if ((st->field = import_attr(module, attr)) == NULL) {                 \
-        return -1;                                                         \
-    }
+#define EVPY_X(field, module, attr)                      \
+  if ((st->field = import_attr(module, attr)) == NULL) { \
+    return -1;                                           \
+  }
     EVPY_STATE_IMPORTS(EVPY_X)
 #undef EVPY_X
-#define EVPY_X(field, text)                                                \
-    if ((st->field = PyUnicode_InternFromString(text)) == NULL) {          \
-        return -1;                                                         \
-    }
+#define EVPY_X(field, text)                                     \
+  if ((st->field = PyUnicode_InternFromString(text)) == NULL) { \
+    return -1;                                                  \
+  }
     EVPY_STATE_STRINGS(EVPY_X)
 #undef EVPY_X
     st->empty_tuple = PyTuple_New(0);

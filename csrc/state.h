@@ -21,65 +21,65 @@
 #endif
 
 /* Names the C code looks up or calls: (field, text), interned once. */
-#define EVPY_STATE_STRINGS(X)                                              \
-    X(str_loop, "loop")                                                    \
-    X(str_context, "context")                                              \
-    X(str_func, "func")                                                    \
-    X(str_name, "name")                                                    \
-    X(str_on_callback_error, "_on_callback_error")                         \
-    X(str_on_slow_callback, "_on_slow_callback")                           \
-    X(str_extract_stack, "extract_stack")                                  \
-    X(str_handle_repr, "handle_repr")                                      \
-    X(str_handle, "_handle")                                               \
-    X(str_Task, "Task")                                                    \
-    X(str_create_task_slow, "_create_task_slow")                           \
-    X(str_cancel, "cancel")                                                \
-    X(str_fileno, "fileno")                                                \
-    X(str_clients, "_clients")                                             \
-    /* asyncio protocol methods */                                         \
-    X(str_connection_made, "connection_made")                              \
-    X(str_connection_lost, "connection_lost")                              \
-    X(str_data_received, "data_received")                                  \
-    X(str_eof_received, "eof_received")                                    \
-    X(str_get_buffer, "get_buffer")                                        \
-    X(str_buffer_updated, "buffer_updated")                                \
-    X(str_datagram_received, "datagram_received")                          \
-    X(str_error_received, "error_received")                                \
-    X(str_pause_writing, "pause_writing")                                  \
-    X(str_resume_writing, "resume_writing")                                \
-    /* the Python halves of evpy's transports (evpy/transports.py) */      \
-    X(str_call_connection_lost, "_call_connection_lost")                   \
-    X(str_start_reading, "_start_reading")                                 \
-    X(str_detach, "_detach")                                               \
-    X(str_fatal_error, "_fatal_error")                                     \
-    X(str_flow_control_failed, "_flow_control_failed")                     \
-    X(str_warn_write_after_close, "_warn_write_after_close")               \
-    X(str_callback_failed, "_callback_failed")                             \
-    X(str_on_pipe_eof, "_on_pipe_eof")                                     \
-    X(str_read_ready, "_read_ready")                                       \
-    /* sockets, futures, extra info */                                     \
-    X(str_sockname, "sockname")                                            \
-    X(str_peername, "peername")                                            \
-    X(str_socket, "socket")                                                \
-    X(str_getsockname, "getsockname")                                      \
-    X(str_getpeername, "getpeername")                                      \
-    X(str_sendto, "sendto")                                                \
-    X(str_setblocking, "setblocking")                                      \
-    X(str_close, "close")                                                  \
-    X(str_done, "done")                                                    \
-    X(str_set_result, "set_result")                                        \
-    X(str_set_exception, "set_exception")
+#define EVPY_STATE_STRINGS(X)                                       \
+  X(str_loop, "loop")                                               \
+  X(str_context, "context")                                         \
+  X(str_func, "func")                                               \
+  X(str_name, "name")                                               \
+  X(str_on_callback_error, "_on_callback_error")                    \
+  X(str_on_slow_callback, "_on_slow_callback")                      \
+  X(str_extract_stack, "extract_stack")                             \
+  X(str_handle_repr, "handle_repr")                                 \
+  X(str_handle, "_handle")                                          \
+  X(str_Task, "Task")                                               \
+  X(str_create_task_slow, "_create_task_slow")                      \
+  X(str_cancel, "cancel")                                           \
+  X(str_fileno, "fileno")                                           \
+  X(str_clients, "_clients")                                        \
+  /* asyncio protocol methods */                                    \
+  X(str_connection_made, "connection_made")                         \
+  X(str_connection_lost, "connection_lost")                         \
+  X(str_data_received, "data_received")                             \
+  X(str_eof_received, "eof_received")                               \
+  X(str_get_buffer, "get_buffer")                                   \
+  X(str_buffer_updated, "buffer_updated")                           \
+  X(str_datagram_received, "datagram_received")                     \
+  X(str_error_received, "error_received")                           \
+  X(str_pause_writing, "pause_writing")                             \
+  X(str_resume_writing, "resume_writing")                           \
+  /* the Python halves of evpy's transports (evpy/transports.py) */ \
+  X(str_call_connection_lost, "_call_connection_lost")              \
+  X(str_start_reading, "_start_reading")                            \
+  X(str_detach, "_detach")                                          \
+  X(str_fatal_error, "_fatal_error")                                \
+  X(str_flow_control_failed, "_flow_control_failed")                \
+  X(str_warn_write_after_close, "_warn_write_after_close")          \
+  X(str_callback_failed, "_callback_failed")                        \
+  X(str_on_pipe_eof, "_on_pipe_eof")                                \
+  X(str_read_ready, "_read_ready")                                  \
+  /* sockets, futures, extra info */                                \
+  X(str_sockname, "sockname")                                       \
+  X(str_peername, "peername")                                       \
+  X(str_socket, "socket")                                           \
+  X(str_getsockname, "getsockname")                                 \
+  X(str_getpeername, "getpeername")                                 \
+  X(str_sendto, "sendto")                                           \
+  X(str_setblocking, "setblocking")                                 \
+  X(str_close, "close")                                             \
+  X(str_done, "done")                                               \
+  X(str_set_result, "set_result")                                   \
+  X(str_set_exception, "set_exception")
 
 /* Python objects imported once: (field, module, attribute or NULL for the
  * module itself). */
-#define EVPY_STATE_IMPORTS(X)                                              \
-    X(Future, "asyncio", "Future")                                         \
-    X(BufferedProtocol, "asyncio", "BufferedProtocol")                     \
-    X(iscoroutine, "asyncio", "iscoroutine")                               \
-    X(partial_type, "functools", "partial")                                \
-    X(socket_type, "socket", "socket")                                     \
-    X(TransportSocket, "asyncio.trsock", "TransportSocket")                \
-    X(tasks_module, "asyncio.tasks", NULL) /* Task looked up per call */
+#define EVPY_STATE_IMPORTS(X)                             \
+  X(Future, "asyncio", "Future")                          \
+  X(BufferedProtocol, "asyncio", "BufferedProtocol")      \
+  X(iscoroutine, "asyncio", "iscoroutine")                \
+  X(partial_type, "functools", "partial")                 \
+  X(socket_type, "socket", "socket")                      \
+  X(TransportSocket, "asyncio.trsock", "TransportSocket") \
+  X(tasks_module, "asyncio.tasks", NULL) /* Task looked up per call */
 
 typedef struct {
     PyTypeObject *LoopType;
@@ -95,8 +95,8 @@ typedef struct {
     EVPY_STATE_STRINGS(EVPY_X)
 #undef EVPY_X
     PyObject *empty_tuple;
-    PyObject *format_module;   /* evpy._format, imported lazily */
-    PyObject *kwnames_loop;    /* ("loop",) */
+    PyObject *format_module; /* evpy._format, imported lazily */
+    PyObject *kwnames_loop;  /* ("loop",) */
     /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
      * context */
     PyObject *kwnames_task[4];

@@ -23,13 +23,13 @@ static int failures;
 static const char *current;
 
 #define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "FAIL %s: %s:%d: %s\n", current, __FILE__,     \
-                    __LINE__, #cond);                                      \
-            failures++;                                                    \
-        }                                                                  \
-    } while (0)
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      fprintf(stderr, "FAIL %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
+              #cond);                                                      \
+      failures++;                                                          \
+    }                                                                      \
+  } while (0)
 
 /* -- ring ----------------------------------------------------------------- */
 
@@ -145,15 +145,14 @@ test_timerheap_order_and_remove(void)
 typedef struct {
     evpy_poller_t base;
     int calls;
-    int fail_fd;     /* ctl on this fd fails with EPERM */
+    int fail_fd; /* ctl on this fd fails with EPERM */
     int last_fd;
     unsigned last_old, last_new;
     uint32_t last_gen;
 } rec_poller_t;
 
 static int
-rec_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
-        uint32_t gen)
+rec_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_, uint32_t gen)
 {
     rec_poller_t *p = (rec_poller_t *)base;
     p->calls++;
@@ -291,11 +290,11 @@ test_poller_stale_registration(const char *name)
     int fd = a[0];
     int keep = dup(fd);
     CHECK(evpy_poller_ctl(p, fd, 0, EVPY_READ, 1) == 0);
-    close(fd);                                   /* description kept */
+    close(fd);                                           /* description kept */
     CHECK(evpy_poller_ctl(p, fd, EVPY_READ, 0, 1) == 0); /* EBADF: ok */
-    CHECK(dup2(b[0], fd) == fd);                 /* same number, new file */
+    CHECK(dup2(b[0], fd) == fd); /* same number, new file */
     CHECK(evpy_poller_ctl(p, fd, 0, EVPY_READ, 2) == 0);
-    CHECK(write(a[1], "x", 1) == 1);             /* the old file: ready */
+    CHECK(write(a[1], "x", 1) == 1); /* the old file: ready */
     evpy_event_t ev[8];
     int n = evpy_poller_wait(p, ev, 8, 0);
     if (strcmp(name, "epoll") == 0) {
@@ -371,12 +370,12 @@ test_clock(void)
     CHECK(evpy_clock_sec_to_ns_ceil(-1e300) == INT64_MIN + 1);
 }
 
-#define RUN(call)                                                          \
-    do {                                                                   \
-        current = #call;                                                   \
-        call;                                                              \
-        ntests++;                                                          \
-    } while (0)
+#define RUN(call)    \
+  do {               \
+    current = #call; \
+    call;            \
+    ntests++;        \
+  } while (0)
 
 int
 main(void)
