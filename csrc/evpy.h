@@ -57,6 +57,38 @@ typedef struct LoopObject {
 
 extern PyType_Spec evpy_loop_spec;
 
+/* RuntimeError("Event loop is closed") and -1 once closed, else 0. */
+static inline int
+evpy_loop_check_closed(LoopObject *loop)
+{
+    if (loop->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Readers and writers (csrc/readers.c), the Loop methods of those names
+ * (the _handle variants return the new Handle, as asyncio's private
+ * _add_reader/_add_writer). */
+PyObject *evpy_loop_add_reader(LoopObject *self, PyObject *const *args,
+                               Py_ssize_t nargs);
+PyObject *evpy_loop_add_writer(LoopObject *self, PyObject *const *args,
+                               Py_ssize_t nargs);
+PyObject *evpy_loop_add_reader_handle(LoopObject *self,
+                                      PyObject *const *args,
+                                      Py_ssize_t nargs);
+PyObject *evpy_loop_add_writer_handle(LoopObject *self,
+                                      PyObject *const *args,
+                                      Py_ssize_t nargs);
+PyObject *evpy_loop_remove_reader(LoopObject *self, PyObject *fileobj);
+PyObject *evpy_loop_remove_writer(LoopObject *self, PyObject *fileobj);
+/* Drops fd's reader or writer Handle (which: EVPY_READ or EVPY_WRITE),
+ * cancelling it; 1 if there was one. */
+int evpy_loop_drop_io(LoopObject *self, int fd, unsigned which);
+/* RuntimeError and -1 if a transport owns fd. */
+int evpy_loop_check_no_transport(LoopObject *self, int fd);
+
 /* -- I/O objects: what the reactor calls directly ------------------------- */
 
 /* Transports are I/O objects: the loop registers them in the fd table and

@@ -19,11 +19,7 @@
 static int
 loop_check_closed(LoopObject *self)
 {
-    if (self->closed) {
-        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
-        return -1;
-    }
-    return 0;
+    return evpy_loop_check_closed(self);
 }
 
 static int
@@ -499,211 +495,6 @@ loop_set_task_factory_attr(LoopObject *self, PyObject *value,
     return 0;
 }
 
-/* -- add/remove reader/writer --------------------------------------------- */
-
-/* selectors' rules for turning a file object into an fd. */
-static int
-fileobj_to_fd(LoopObject *self, PyObject *fileobj)
-{
-    long fd;
-    if (PyLong_Check(fileobj)) {
-        fd = PyLong_AsLong(fileobj);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    else {
-        PyObject *r = PyObject_CallMethodNoArgs(fileobj, self->st->str_fileno);
-        if (r == NULL || !PyLong_Check(r)) {
-            Py_XDECREF(r);
-            if (r == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)
-                && !PyErr_ExceptionMatches(PyExc_TypeError)
-                && !PyErr_ExceptionMatches(PyExc_ValueError)) {
-                return -1;
-            }
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
-                         fileobj);
-            return -1;
-        }
-        fd = PyLong_AsLong(r);
-        Py_DECREF(r);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    if (fd < 0 || fd > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
-        return -1;
-    }
-    return (int)fd;
-}
-
-/* asyncio refuses add/remove_reader/writer on an fd a transport owns. */
-static int
-loop_check_no_transport(LoopObject *self, int fd)
-{
-    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
-    if (slot != NULL && EVPY_TAG(slot->reader) == EVPY_TAG_IO) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "File descriptor %d is used by transport %R", fd,
-                     EVPY_UNTAG(slot->reader));
-        return -1;
-    }
-    return 0;
-}
-
-/* add_reader/add_writer; returns the new handle (asyncio's private
- * _add_reader/_add_writer do; the public methods return None). */
-static PyObject *
-loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
-            unsigned which, const char *method)
-{
-    if (nargs < 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() missing required positional arguments", method);
-        return NULL;
-    }
-    int fd = fileobj_to_fd(self, args[0]);
-    if (fd < 0) {
-        return NULL;
-    }
-    if (loop_check_closed(self) < 0) {
-        return NULL;
-    }
-    HandleObject *h = evpy_handle_new(self, self->st->HandleType, args[1],
-                                      args + 2, nargs - 2, NULL);
-    if (h == NULL) {
-        return NULL;
-    }
-    evpy_fdslot_t *slot = evpy_fdtable_slot(&self->fds, fd);
-    if (slot == NULL) {
-        Py_DECREF(h);
-        return PyErr_NoMemory();
-    }
-    if (loop_check_no_transport(self, fd) < 0) {
-        Py_DECREF(h);
-        return NULL;
-    }
-    int rc = evpy_fdtable_want(&self->fds, fd, slot->want | which);
-    if (rc == 0) {
-        rc = evpy_fdtable_apply(&self->fds, self->poller, fd);
-    }
-    if (rc < 0) {
-        Py_DECREF(h);
-        return evpy_set_errno(rc);
-    }
-    /* Re-fetch: nothing above can grow the table, but stay obviously safe. */
-    slot = evpy_fdtable_get(&self->fds, fd);
-    void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
-    HandleObject *old = (HandleObject *)*place;
-    *place = Py_NewRef(h); /* the table owns a reference */
-    if (old != NULL) {
-        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)old,
-                                                self->st->str_cancel);
-        Py_DECREF(old);
-        if (r == NULL) {
-            Py_DECREF(h);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    return (PyObject *)h;
-}
-
-/* Drops fd's reader or writer; 1 if there was one. */
-static int
-loop_drop_io(LoopObject *self, int fd, unsigned which)
-{
-    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
-    if (slot == NULL) {
-        return 0;
-    }
-    void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
-    HandleObject *old = (HandleObject *)*place;
-    if (old == NULL) {
-        return 0;
-    }
-    *place = NULL;
-    (void)evpy_fdtable_want(&self->fds, fd, slot->want & ~which);
-    /* Applied now, as the selector does: the caller may close fd next. */
-    (void)evpy_fdtable_apply(&self->fds, self->poller, fd);
-    /* Beware: cancel() and the decref may run arbitrary code; the table
-     * no longer refers to `old`. */
-    old->cancelled = 1;
-    if (!old->running) {
-        evpy_handle_clear_callback(old);
-    }
-    Py_DECREF(old);
-    return 1;
-}
-
-static PyObject *
-loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
-{
-    int fd = fileobj_to_fd(self, fileobj);
-    if (fd < 0) {
-        return NULL;
-    }
-    if (self->closed) {
-        Py_RETURN_FALSE;
-    }
-    if (loop_check_no_transport(self, fd) < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(loop_drop_io(self, fd, which));
-}
-
-static PyObject *
-discard_handle(PyObject *h)
-{
-    if (h == NULL) {
-        return NULL;
-    }
-    Py_DECREF(h);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return discard_handle(
-        loop_add_io(self, args, nargs, EVPY_READ, "add_reader"));
-}
-
-static PyObject *
-loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return discard_handle(
-        loop_add_io(self, args, nargs, EVPY_WRITE, "add_writer"));
-}
-
-static PyObject *
-loop_add_reader_handle(LoopObject *self, PyObject *const *args,
-                       Py_ssize_t nargs)
-{
-    return loop_add_io(self, args, nargs, EVPY_READ, "_add_reader");
-}
-
-static PyObject *
-loop_add_writer_handle(LoopObject *self, PyObject *const *args,
-                       Py_ssize_t nargs)
-{
-    return loop_add_io(self, args, nargs, EVPY_WRITE, "_add_writer");
-}
-
-static PyObject *
-loop_remove_reader(LoopObject *self, PyObject *fileobj)
-{
-    return loop_remove_io(self, fileobj, EVPY_READ);
-}
-
-static PyObject *
-loop_remove_writer(LoopObject *self, PyObject *fileobj)
-{
-    return loop_remove_io(self, fileobj, EVPY_WRITE);
-}
-
 /* -- I/O objects (transports) ---------------------------------------------- */
 
 int
@@ -717,7 +508,7 @@ evpy_loop_io_attach(LoopObject *self, IOObject *io)
         PyErr_NoMemory();
         return -1;
     }
-    if (loop_check_no_transport(self, io->fd) < 0) {
+    if (evpy_loop_check_no_transport(self, io->fd) < 0) {
         return -1;
     }
     if (slot->reader != NULL || slot->writer != NULL) {
@@ -873,7 +664,7 @@ loop_queue_io(LoopObject *self, int fd, evpy_fdslot_t *slot, unsigned which)
     }
     HandleObject *h = (HandleObject *)p;
     if (h->cancelled) {
-        loop_drop_io(self, fd, which);
+        evpy_loop_drop_io(self, fd, which);
         return 0;
     }
     return loop_push_ready(self, (HandleObject *)Py_NewRef(h));
@@ -1473,17 +1264,17 @@ static PyMethodDef loop_methods[] = {
     {"create_task", (PyCFunction)(void (*)(void))loop_create_task,
      METH_FASTCALL | METH_KEYWORDS,
      "create_task(coro, *, name=None, context=None) -> Task"},
-    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader,
+    {"add_reader", (PyCFunction)(void (*)(void))evpy_loop_add_reader,
      METH_FASTCALL, "add_reader(fd, callback, *args)"},
-    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer,
+    {"add_writer", (PyCFunction)(void (*)(void))evpy_loop_add_writer,
      METH_FASTCALL, "add_writer(fd, callback, *args)"},
-    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader_handle,
+    {"_add_reader", (PyCFunction)(void (*)(void))evpy_loop_add_reader_handle,
      METH_FASTCALL, "add_reader() returning the new Handle."},
-    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer_handle,
+    {"_add_writer", (PyCFunction)(void (*)(void))evpy_loop_add_writer_handle,
      METH_FASTCALL, "add_writer() returning the new Handle."},
-    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+    {"remove_reader", (PyCFunction)evpy_loop_remove_reader, METH_O,
      "remove_reader(fd) -> bool"},
-    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+    {"remove_writer", (PyCFunction)evpy_loop_remove_writer, METH_O,
      "remove_writer(fd) -> bool"},
     {"_make_handle", (PyCFunction)(void (*)(void))loop_make_handle,
      METH_FASTCALL, "An unscheduled Handle for callback(*args)."},
