@@ -4,9 +4,10 @@
 #                strace from Debian) in a venv and print the benchmark tables
 #                (BENCH_ARGS=--quick for a short run, --no-cost without costs)
 #   make test    install evpy on CPython 3.11 - 3.15 and run every test:
-#                pytest on each, again with the poll backend forced, again on
-#                an ASan+UBSan build, and CPython's asyncio suite (conformance);
-#                ruff over the Python sources (rules in pyproject.toml)
+#                the C unit tests of csrc/core (tests/c, ASan+UBSan), pytest
+#                on each, again with the poll backend forced, again on an
+#                ASan+UBSan build, and CPython's asyncio suite (conformance);
+#                ruff over the Python sources, clang-format over csrc/
 #
 # 3.11-3.13 are taken from pyenv when present, else from PATH; 3.14 and 3.15
 # from a Debian sid root that .ci/sid-root.sh makes once (debootstrap, as

@@ -71,6 +71,21 @@ if ! gcc -std=c11 -Wall -Wextra -Wshadow -Werror -fsyntax-only -D_GNU_SOURCE \
     failed+=("kqueue-compile")
 fi
 
+echo "== C style (clang-format --dry-run -Werror, .ci/clang-format.sh)"
+if ! bash .ci/clang-format.sh >"$logdir/clang-format.log" 2>&1; then
+    grep -c 'error:' "$logdir/clang-format.log" | sed 's/$/ places to reformat/'
+    head -n 20 "$logdir/clang-format.log"
+    failed+=("clang-format")
+fi
+
+echo "== C unit tests of csrc/core (ASan+UBSan, tests/c/run.sh)"
+if ! bash tests/c/run.sh >"$logdir/ctest.log" 2>&1; then
+    cat "$logdir/ctest.log"
+    failed+=("ctest")
+else
+    tail -n 1 "$logdir/ctest.log"
+fi
+
 for v in 311 312 313; do
     pyvar=PY$v
     py=${!pyvar}

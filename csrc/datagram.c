@@ -39,11 +39,9 @@ typedef struct {
     TransportObject t;           /* must be first */
     PyObject *datagram_received; /* bound method cached by set_protocol */
     PyObject *address;           /* the peer given at creation, or NULL */
-    dq_item *dq;                 /* ring of dq_cap queued datagrams */
-    size_t dq_head;
-    size_t dq_len;
-    size_t dq_cap;
-    Py_ssize_t qsize;            /* queued bytes (+ header bytes) */
+    evpy_ring_t dq;              /* queued datagrams: dq_item elements */
+    Py_ssize_t qsize;            /* queued bytes (+ header bytes): dq's
+                                  * per-use count */
     char connected;              /* the socket has a peer: use send() */
 } DatagramObject;
 
@@ -54,24 +52,25 @@ static const char write_error[] = "Fatal write error on datagram transport";
 
 /* -- queue ---------------------------------------------------------------- */
 
+#define DQ_LEN(self) ((self)->dq.len)
+#define DQ_AT(self, i) ((dq_item *)evpy_ring_slot(&(self)->dq, (i)))
+
 static void
 dq_pop_front(DatagramObject *self)
 {
-    dq_item *it = &self->dq[self->dq_head];
+    dq_item *it = DQ_AT(self, 0);
     self->qsize -= PyBytes_GET_SIZE(it->data) + DGRAM_HEADER_BYTES;
     Py_CLEAR(it->data);
     Py_CLEAR(it->addr);
-    self->dq_head = (self->dq_head + 1) % self->dq_cap;
-    self->dq_len--;
+    evpy_ring_drop_front(&self->dq);
 }
 
 static void
 dq_clear(DatagramObject *self)
 {
-    while (self->dq_len) {
+    while (DQ_LEN(self)) {
         dq_pop_front(self);
     }
-    self->dq_head = 0;
     self->qsize = 0;
 }
 
@@ -79,30 +78,19 @@ dq_clear(DatagramObject *self)
 static int
 dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 {
-    if (self->dq_len == self->dq_cap) {
-        size_t ncap = self->dq_cap ? self->dq_cap * 2 : 8;
-        dq_item *nq = PyMem_Malloc(sizeof(dq_item) * ncap);
-        if (nq == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (size_t i = 0; i < self->dq_len; i++) {
-            nq[i] = self->dq[(self->dq_head + i) % self->dq_cap];
-        }
-        PyMem_Free(self->dq);
-        self->dq = nq;
-        self->dq_head = 0;
-        self->dq_cap = ncap;
-    }
     PyObject *copy = PyBytes_CheckExact(data) ? Py_NewRef(data)
                                               : PyBytes_FromObject(data);
     if (copy == NULL) {
         return -1;
     }
-    dq_item *it = &self->dq[(self->dq_head + self->dq_len) % self->dq_cap];
+    dq_item *it = evpy_ring_push_slot(&self->dq);
+    if (it == NULL) {
+        Py_DECREF(copy);
+        PyErr_NoMemory();
+        return -1;
+    }
     it->data = copy;
     it->addr = Py_NewRef(addr);
-    self->dq_len++;
     self->qsize += PyBytes_GET_SIZE(copy) + DGRAM_HEADER_BYTES;
     return 0;
 }
@@ -116,11 +104,15 @@ dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 static int
 dgram_error_received(DatagramObject *self, PyObject *exc)
 {
-    PyObject *r = PyObject_CallMethod(self->t.protocol, "error_received",
-                                      "O", exc);
+    PyObject *protocol = Py_NewRef(self->t.protocol);
+    PyObject *r = PyObject_CallMethodOneArg(protocol,
+                                            self->t.st->str_error_received,
+                                            exc);
+    Py_DECREF(protocol);
     Py_DECREF(exc);
     if (r == NULL) {
-        return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_callback_failed,
+                                   1);
     }
     Py_DECREF(r);
     return 0;
@@ -162,15 +154,16 @@ dgram_read(DatagramObject *self)
                        : evpy_sockaddr_to_py((struct sockaddr *)&ss, sl);
     }
     if (data != NULL && addr == NULL && !PyErr_Occurred()) {
-        addr = PyObject_CallMethod(self->t.sock, "getpeername", NULL);
+        addr = PyObject_CallMethodNoArgs(self->t.sock,
+                                         self->t.st->str_getpeername);
     }
     if (addr == NULL) {
         Py_XDECREF(data);
         return evpy_tr_callback_failed(TR(self), read_error);
     }
     if (self->datagram_received == NULL) {
-        self->datagram_received = PyObject_GetAttrString(
-            self->t.protocol, "datagram_received");
+        self->datagram_received = PyObject_GetAttr(
+            self->t.protocol, self->t.st->str_datagram_received);
     }
     PyObject *r = NULL;
     if (self->datagram_received != NULL) {
@@ -183,7 +176,8 @@ dgram_read(DatagramObject *self)
     Py_DECREF(data);
     Py_DECREF(addr);
     if (r == NULL) {
-        return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_callback_failed,
+                                   1);
     }
     Py_DECREF(r);
     return 1;
@@ -234,8 +228,10 @@ dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
     if (parsed == 0) {
         return dgram_send_raw(self, data, (struct sockaddr *)&ss, sl);
     }
-    PyObject *r = PyObject_CallMethod(self->t.sock, "sendto", "OO", data,
-                                      addr);
+    PyObject *args[3] = {self->t.sock, data, addr};
+    PyObject *r = PyObject_VectorcallMethod(
+        self->t.st->str_sendto, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        NULL);
     if (r != NULL) {
         Py_DECREF(r);
         return 1;
@@ -265,8 +261,8 @@ dgram_send_failed(DatagramObject *self)
 static int
 dgram_write_ready(DatagramObject *self)
 {
-    while (self->dq_len) {
-        dq_item *it = &self->dq[self->dq_head];
+    while (DQ_LEN(self)) {
+        dq_item *it = DQ_AT(self, 0);
         int rc = dgram_send_one(self, it->data, it->addr);
         if (rc == 0) {
             break;
@@ -279,12 +275,12 @@ dgram_write_ready(DatagramObject *self)
     if (evpy_tr_maybe_resume_protocol(TR(self)) < 0) { /* may queue more */
         return -1;
     }
-    if (self->dq_len == 0) {
+    if (DQ_LEN(self) == 0) {
         if (evpy_tr_set_want(TR(self), 0, EVPY_WRITE) < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
-        if (self->t.closing) {
-            return evpy_tr_call_connection_lost_now(TR(self));
+        if (EVPY_TR_CLOSING(self)) {
+            return evpy_tr_drained(TR(self));
         }
     }
     return 0;
@@ -394,7 +390,7 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
             return evpy_tr_write_after_close(TR(self));
         }
     }
-    if (self->dq_len == 0) {
+    if (DQ_LEN(self) == 0) {
         int rc = dgram_send_one(self, data, addr);
         if (rc == 1) {
             Py_RETURN_NONE;
@@ -416,10 +412,11 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
 static PyObject *
 dgram_set_protocol(DatagramObject *self, PyObject *protocol)
 {
+    /* datagram_received is looked up when the next datagram arrives (as
+     * asyncio calls it): a missing or failing attribute is reported
+     * there, nothing is swallowed here. */
     Py_XSETREF(self->t.protocol, Py_NewRef(protocol));
-    Py_XSETREF(self->datagram_received,
-               PyObject_GetAttrString(protocol, "datagram_received"));
-    PyErr_Clear(); /* a missing method fails when a datagram arrives */
+    Py_CLEAR(self->datagram_received);
     Py_RETURN_NONE;
 }
 
@@ -503,6 +500,7 @@ dgram_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    evpy_ring_init(&self->dq, sizeof(dq_item), 8);
     if (evpy_tr_init(TR(self), type, &dgram_vtable, &dgram_ops) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -519,8 +517,8 @@ dgram_traverse(DatagramObject *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->datagram_received);
     Py_VISIT(self->address);
-    for (size_t i = 0; i < self->dq_len; i++) {
-        dq_item *it = &self->dq[(self->dq_head + i) % self->dq_cap];
+    for (size_t i = 0; i < DQ_LEN(self); i++) {
+        dq_item *it = DQ_AT(self, i);
         Py_VISIT(it->data);
         Py_VISIT(it->addr);
     }
@@ -544,7 +542,7 @@ dgram_dealloc(DatagramObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     (void)dgram_tp_clear(self);
-    PyMem_Free(self->dq);
+    evpy_ring_free(&self->dq);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -560,9 +558,20 @@ static PyType_Slot dgram_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec evpy_datagram_spec = {
+static PyType_Spec dgram_spec = {
     .name = "evpy._core.DatagramTransport",
     .basicsize = sizeof(DatagramObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = dgram_slots,
 };
+
+int
+evpy_datagram_add_type(PyObject *mod, evpy_state *st)
+{
+    /* asyncio's datagram transport is a Transport too (its selector base
+     * class is), and a DatagramTransport from 3.12 on. */
+    st->DatagramType = evpy_transport_make_type(mod, st, &dgram_spec,
+                                                "Transport",
+                                                "DatagramTransport");
+    return st->DatagramType == NULL ? -1 : 0;
+}

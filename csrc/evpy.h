@@ -1,21 +1,13 @@
-/* Shared declarations of the evpy._core extension: module state and the
- * object layouts that more than one file touches (Loop, Handle).
+/* Shared declarations of the evpy._core extension: the object layouts that
+ * more than one file touches (Loop, Handle, I/O objects). Module state and
+ * the small shared helpers are one unit below (state.h).
  *
  * Ownership: every PyObject * field is owned unless marked borrowed.
  */
 #ifndef EVPY_H
 #define EVPY_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#if PY_VERSION_HEX < 0x030C0000
-#  include <structmember.h>
-#  define Py_T_PYSSIZET T_PYSSIZET
-#  define Py_T_DOUBLE T_DOUBLE
-#  define Py_T_BOOL T_BOOL
-#  define Py_READONLY READONLY
-#endif
+#include "state.h" /* module state and the helpers every unit shares */
 
 #include "config.h"
 #include "clock.h"
@@ -26,106 +18,6 @@
 #include "waker.h"
 
 #include "stats.h" /* health: counters, lag, slowest callbacks */
-
-/* -- module state --------------------------------------------------------- */
-
-typedef struct {
-    PyTypeObject *LoopType;
-    PyTypeObject *HandleType;
-    PyTypeObject *TimerHandleType;
-    PyTypeObject *TransportBaseType;
-    PyTypeObject *StreamType;
-    PyTypeObject *DatagramType;
-    PyObject *Future;          /* asyncio.Future */
-    PyObject *BufferedProtocol;/* asyncio.BufferedProtocol */
-    PyObject *partial_type;    /* functools.partial */
-    PyObject *iscoroutine;     /* asyncio.iscoroutine */
-    PyObject *socket_type;     /* socket.socket */
-    PyObject *tasks_module;    /* asyncio.tasks (Task looked up per call) */
-    PyObject *TransportSocket; /* asyncio.trsock.TransportSocket */
-    PyObject *empty_tuple;
-    PyObject *format_module;   /* evpy._format, imported lazily */
-    /* interned method names */
-    PyObject *str_loop;
-    PyObject *str_context;
-    PyObject *str_func;
-    PyObject *str_on_callback_error;
-    PyObject *str_on_slow_callback;
-    PyObject *str_extract_stack;
-    PyObject *str_handle_repr;
-    PyObject *str_handle;      /* "_handle" */
-    PyObject *kwnames_loop;    /* ("loop",) */
-    PyObject *str_Task;
-    PyObject *str_create_task_slow;
-    PyObject *str_name;
-    PyObject *str_connection_lost;
-    PyObject *str_call_connection_lost;
-    PyObject *str_detach;
-    PyObject *str_sockname;
-    PyObject *str_peername;
-    PyObject *str_socket;
-    PyObject *str_unclosed;
-    PyObject *str_connection_made;
-    PyObject *str_start_reading;
-    PyObject *str_fileno;
-    PyObject *str_clients;
-    PyObject *str_data_received;
-    PyObject *str_get_buffer;
-    PyObject *str_buffer_updated;
-    /* Task(coro, loop=, [name=], [context=]): index bit 0 name, bit 1
-     * context */
-    PyObject *kwnames_task[4];
-    /* What call_soon_threadsafe() returns where asyncio has a thread-safe
-     * handle class: evpy.loop.ThreadSafeHandle, a subclass of it wrapping
-     * our Handle (set from Python; NULL: the Handle itself). */
-    PyObject *ts_handle_type;
-} evpy_state;
-
-extern PyModuleDef evpy_module_def;
-
-evpy_state *evpy_get_state(PyObject *module);
-/* evpy._format.<name>, the Python side of the cold paths (repr, logging). */
-PyObject *evpy_format_func(evpy_state *st, PyObject *name);
-
-/* Sets OSError from a negative errno, as CPython would for that errno. */
-void *evpy_set_errno(int neg_errno);
-
-/* -- exceptions across Python versions ------------------------------------ */
-
-static inline PyObject *
-evpy_fetch_exc(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    if (t == NULL) {
-        return NULL;
-    }
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(v, tb);
-        Py_DECREF(tb);
-    }
-    Py_DECREF(t);
-    return v;
-#endif
-}
-
-static inline void
-evpy_restore_exc(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    if (exc == NULL) {
-        return;
-    }
-    PyObject *tb = PyException_GetTraceback(exc);
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);
-#endif
-}
 
 /* -- Loop ----------------------------------------------------------------- */
 
@@ -164,6 +56,38 @@ typedef struct LoopObject {
 } LoopObject;
 
 extern PyType_Spec evpy_loop_spec;
+
+/* RuntimeError("Event loop is closed") and -1 once closed, else 0. */
+static inline int
+evpy_loop_check_closed(LoopObject *loop)
+{
+    if (loop->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Readers and writers (csrc/readers.c), the Loop methods of those names
+ * (the _handle variants return the new Handle, as asyncio's private
+ * _add_reader/_add_writer). */
+PyObject *evpy_loop_add_reader(LoopObject *self, PyObject *const *args,
+                               Py_ssize_t nargs);
+PyObject *evpy_loop_add_writer(LoopObject *self, PyObject *const *args,
+                               Py_ssize_t nargs);
+PyObject *evpy_loop_add_reader_handle(LoopObject *self,
+                                      PyObject *const *args,
+                                      Py_ssize_t nargs);
+PyObject *evpy_loop_add_writer_handle(LoopObject *self,
+                                      PyObject *const *args,
+                                      Py_ssize_t nargs);
+PyObject *evpy_loop_remove_reader(LoopObject *self, PyObject *fileobj);
+PyObject *evpy_loop_remove_writer(LoopObject *self, PyObject *fileobj);
+/* Drops fd's reader or writer Handle (which: EVPY_READ or EVPY_WRITE),
+ * cancelling it; 1 if there was one. */
+int evpy_loop_drop_io(LoopObject *self, int fd, unsigned which);
+/* RuntimeError and -1 if a transport owns fd. */
+int evpy_loop_check_no_transport(LoopObject *self, int fd);
 
 /* -- I/O objects: what the reactor calls directly ------------------------- */
 
@@ -237,8 +161,6 @@ int evpy_loop_call_soon_n(LoopObject *loop, PyObject *callable,
 #define EVPY_READBUF_SIZE (256 * 1024)
 char *evpy_loop_readbuf(LoopObject *loop);
 
-extern PyType_Spec evpy_stream_spec;
-extern PyType_Spec evpy_datagram_spec;
 
 /* -- Handle / TimerHandle ------------------------------------------------- */
 
@@ -250,8 +172,8 @@ typedef struct HandleObject {
     PyObject *source_traceback;  /* debug mode only */
     PyObject *repr;              /* debug: repr saved at cancel */
     PyObject *weakreflist;
+    int running;                 /* _run() calls in progress (re-entrant) */
     char cancelled;
-    char running;
     char is_timer;
     char threadsafe;             /* made by call_soon_threadsafe() */
     evpy_timer_t timer;          /* TimerHandle: heap entry */

@@ -80,19 +80,28 @@ handle_report_error(HandleObject *h)
         || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         return -1;
     }
+    LoopObject *loop = h->loop;
+    if (loop == NULL) {
+        /* Cleared by the GC while running: nobody left to report to. */
+        PyErr_WriteUnraisable((PyObject *)h);
+        return 0;
+    }
+    Py_INCREF(loop);
     PyObject *exc = evpy_fetch_exc();
     PyObject *res = PyObject_CallMethodObjArgs(
-        (PyObject *)h->loop, h->loop->st->str_on_callback_error,
-        (PyObject *)h, exc, NULL);
+        (PyObject *)loop, loop->st->str_on_callback_error, (PyObject *)h,
+        exc, NULL);
     Py_DECREF(exc);
     if (res == NULL) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)
             || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
             return -1;
         }
-        PyErr_WriteUnraisable((PyObject *)h->loop);
+        PyErr_WriteUnraisable((PyObject *)loop);
+        Py_DECREF(loop);
         return 0;
     }
+    Py_DECREF(loop);
     Py_DECREF(res);
     return 0;
 }
@@ -103,10 +112,14 @@ evpy_handle_run(HandleObject *h)
     /* Beware: the callback may cancel this handle (clearing its callback
      * and args) or drop the last other reference to anything it holds, so
      * keep our own references until the call returns. */
+    if (h->callback == NULL || h->context == NULL) {
+        return 0; /* cancelled, or cleared by the GC */
+    }
     PyObject *callback = Py_NewRef(h->callback);
     PyObject *context = Py_NewRef(h->context);
     PyObject *res = NULL;
-    LoopObject *loop = h->loop;
+    /* Ours until the end: the callback may drop every other reference. */
+    LoopObject *loop = (LoopObject *)Py_XNewRef((PyObject *)h->loop);
     /* A thread-safe handle runs holding the loop's ts_lock, so another
      * thread's cancel()/cancelled() can wait for it. Its holder never
      * waits for the GIL with it held (only here, and waiters release the
@@ -114,23 +127,26 @@ evpy_handle_run(HandleObject *h)
      * at a time: a thread-safe callback that runs another one's _run()
      * does not take it twice. */
     int locked = 0;
-    if (h->threadsafe && loop->ts_lock != NULL && !loop->ts_held) {
+    if (h->threadsafe && loop != NULL && loop->ts_lock != NULL
+        && !loop->ts_held) {
         PyThread_acquire_lock(loop->ts_lock, WAIT_LOCK);
         loop->ts_held = 1;
         locked = 1;
     }
-    h->running = 1;
+    /* A counter: the callback may run this handle's _run() again. */
+    h->running++;
     if (PyContext_Enter(context) == 0) {
         res = PyObject_Vectorcall(callback, h->args, Py_SIZE(h), NULL);
         if (PyContext_Exit(context) < 0) {
             Py_CLEAR(res);
         }
     }
-    h->running = 0;
+    h->running--;
     if (locked) {
         loop->ts_held = 0;
         PyThread_release_lock(loop->ts_lock);
     }
+    Py_XDECREF(loop);
     Py_DECREF(context);
     Py_DECREF(callback);
     int rc = 0;
@@ -140,7 +156,7 @@ evpy_handle_run(HandleObject *h)
     else {
         Py_DECREF(res);
     }
-    if (h->cancelled) {
+    if (h->cancelled && !h->running) {
         evpy_handle_clear_callback(h);
     }
     return rc;
@@ -155,7 +171,8 @@ static void
 handle_wait_not_running(HandleObject *self)
 {
     LoopObject *loop = self->loop;
-    if (!self->threadsafe || !self->running || loop->ts_lock == NULL
+    if (!self->threadsafe || !self->running || loop == NULL
+        || loop->ts_lock == NULL
         || !loop->ts_held || loop->thread_id == PyThread_get_thread_ident()) {
         return;
     }
@@ -172,12 +189,13 @@ handle_cancel(HandleObject *self, PyObject *Py_UNUSED(ignored))
     if (self->cancelled) {
         Py_RETURN_NONE;
     }
-    LoopObject *loop = self->loop;
+    LoopObject *loop = self->loop; /* NULL once cleared by the GC */
     self->cancelled = 1;
-    if (self->is_timer && evpy_timerheap_remove(&loop->timers, &self->timer)) {
+    if (self->is_timer && loop != NULL
+        && evpy_timerheap_remove(&loop->timers, &self->timer)) {
         Py_DECREF(self); /* the heap's reference; the caller holds one */
     }
-    if (loop->debug && self->repr == NULL) {
+    if (loop != NULL && loop->debug && self->repr == NULL) {
         /* asyncio keeps the repr of a cancelled handle (taken once it is
          * marked cancelled) for debugging. */
         self->repr = PyObject_Repr((PyObject *)self);
@@ -201,7 +219,7 @@ handle_cancelled(HandleObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_get_context(HandleObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_NewRef(self->context);
+    return Py_NewRef(self->context ? self->context : Py_None);
 }
 
 static PyObject *
@@ -253,13 +271,13 @@ handle_get_cancelled(HandleObject *self, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_loop(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef((PyObject *)self->loop);
+    return Py_NewRef(self->loop ? (PyObject *)self->loop : Py_None);
 }
 
 static PyObject *
 handle_get_context_attr(HandleObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(self->context);
+    return Py_NewRef(self->context ? self->context : Py_None);
 }
 
 static PyObject *
@@ -293,7 +311,10 @@ handle_repr(HandleObject *self)
     if (self->repr != NULL) {
         return Py_NewRef(self->repr);
     }
-    evpy_state *st = self->loop->st;
+    evpy_state *st = evpy_state_of_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
     PyObject *f = evpy_format_func(st, st->str_handle_repr);
     if (f == NULL) {
         return NULL;
@@ -314,12 +335,21 @@ timerhandle_richcompare(PyObject *a, PyObject *b, int op)
         int eq = x == y;
         if (!eq && x->when == y->when && x->cancelled == y->cancelled
             && Py_SIZE(x) == Py_SIZE(y)) {
-            PyObject *cx = x->callback ? x->callback : Py_None;
-            PyObject *cy = y->callback ? y->callback : Py_None;
+            /* Beware: __eq__ may cancel either handle, which clears its
+             * callback and args: compare our own references, and stop
+             * at the args once a callback is gone. */
+            PyObject *cx = Py_NewRef(x->callback ? x->callback : Py_None);
+            PyObject *cy = Py_NewRef(y->callback ? y->callback : Py_None);
             eq = PyObject_RichCompareBool(cx, cy, Py_EQ);
+            Py_DECREF(cx);
+            Py_DECREF(cy);
             for (Py_ssize_t i = 0; eq == 1 && x->callback && y->callback
                                    && i < Py_SIZE(x); i++) {
-                eq = PyObject_RichCompareBool(x->args[i], y->args[i], Py_EQ);
+                PyObject *ax = Py_NewRef(x->args[i]);
+                PyObject *ay = Py_NewRef(y->args[i]);
+                eq = PyObject_RichCompareBool(ax, ay, Py_EQ);
+                Py_DECREF(ax);
+                Py_DECREF(ay);
             }
             if (eq < 0) {
                 return NULL;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pythread.h>
+#include <stdlib.h>
 
 #define EVENTS_INITIAL 64
 #define EVENTS_MAX 4096
@@ -18,11 +19,7 @@
 static int
 loop_check_closed(LoopObject *self)
 {
-    if (self->closed) {
-        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
-        return -1;
-    }
-    return 0;
+    return evpy_loop_check_closed(self);
 }
 
 static int
@@ -39,7 +36,8 @@ loop_check_thread(LoopObject *self)
 }
 
 /* 1 if `func` is a coroutine function (as inspect.iscoroutinefunction sees
- * plain functions, bound methods and functools.partial), else 0. */
+ * plain functions, bound methods and functools.partial), else 0; -1 with
+ * an exception. */
 static int
 is_coroutine_function(evpy_state *st, PyObject *func)
 {
@@ -56,6 +54,9 @@ is_coroutine_function(evpy_state *st, PyObject *func)
         if ((PyObject *)Py_TYPE(func) == st->partial_type) {
             PyObject *inner = PyObject_GetAttr(func, st->str_func);
             if (inner == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                    return -1;
+                }
                 PyErr_Clear();
                 return 0;
             }
@@ -73,7 +74,11 @@ static int
 loop_check_callback(LoopObject *self, PyObject *callback, const char *method)
 {
     if (PyCallable_Check(callback)) {
-        if (is_coroutine_function(self->st, callback)) {
+        int is_coro_func = is_coroutine_function(self->st, callback);
+        if (is_coro_func < 0) {
+            return -1;
+        }
+        if (is_coro_func) {
             PyErr_Format(PyExc_TypeError,
                          "coroutines cannot be used with %s()", method);
             return -1;
@@ -490,210 +495,6 @@ loop_set_task_factory_attr(LoopObject *self, PyObject *value,
     return 0;
 }
 
-/* -- add/remove reader/writer --------------------------------------------- */
-
-/* selectors' rules for turning a file object into an fd. */
-static int
-fileobj_to_fd(PyObject *fileobj)
-{
-    long fd;
-    if (PyLong_Check(fileobj)) {
-        fd = PyLong_AsLong(fileobj);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    else {
-        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
-        if (r == NULL || !PyLong_Check(r)) {
-            Py_XDECREF(r);
-            if (r == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)
-                && !PyErr_ExceptionMatches(PyExc_TypeError)
-                && !PyErr_ExceptionMatches(PyExc_ValueError)) {
-                return -1;
-            }
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
-                         fileobj);
-            return -1;
-        }
-        fd = PyLong_AsLong(r);
-        Py_DECREF(r);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    if (fd < 0 || fd > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
-        return -1;
-    }
-    return (int)fd;
-}
-
-/* asyncio refuses add/remove_reader/writer on an fd a transport owns. */
-static int
-loop_check_no_transport(LoopObject *self, int fd)
-{
-    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
-    if (slot != NULL && EVPY_TAG(slot->reader) == EVPY_TAG_IO) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "File descriptor %d is used by transport %R", fd,
-                     EVPY_UNTAG(slot->reader));
-        return -1;
-    }
-    return 0;
-}
-
-/* add_reader/add_writer; returns the new handle (asyncio's private
- * _add_reader/_add_writer do; the public methods return None). */
-static PyObject *
-loop_add_io(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
-            unsigned which, const char *method)
-{
-    if (nargs < 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() missing required positional arguments", method);
-        return NULL;
-    }
-    int fd = fileobj_to_fd(args[0]);
-    if (fd < 0) {
-        return NULL;
-    }
-    if (loop_check_closed(self) < 0) {
-        return NULL;
-    }
-    HandleObject *h = evpy_handle_new(self, self->st->HandleType, args[1],
-                                      args + 2, nargs - 2, NULL);
-    if (h == NULL) {
-        return NULL;
-    }
-    evpy_fdslot_t *slot = evpy_fdtable_slot(&self->fds, fd);
-    if (slot == NULL) {
-        Py_DECREF(h);
-        return PyErr_NoMemory();
-    }
-    if (loop_check_no_transport(self, fd) < 0) {
-        Py_DECREF(h);
-        return NULL;
-    }
-    int rc = evpy_fdtable_want(&self->fds, fd, slot->want | which);
-    if (rc == 0) {
-        rc = evpy_fdtable_apply(&self->fds, self->poller, fd);
-    }
-    if (rc < 0) {
-        Py_DECREF(h);
-        return evpy_set_errno(rc);
-    }
-    /* Re-fetch: nothing above can grow the table, but stay obviously safe. */
-    slot = evpy_fdtable_get(&self->fds, fd);
-    void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
-    HandleObject *old = (HandleObject *)*place;
-    *place = Py_NewRef(h); /* the table owns a reference */
-    if (old != NULL) {
-        PyObject *r = PyObject_CallMethod((PyObject *)old, "cancel", NULL);
-        Py_DECREF(old);
-        if (r == NULL) {
-            Py_DECREF(h);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    return (PyObject *)h;
-}
-
-/* Drops fd's reader or writer; 1 if there was one. */
-static int
-loop_drop_io(LoopObject *self, int fd, unsigned which)
-{
-    evpy_fdslot_t *slot = evpy_fdtable_get(&self->fds, fd);
-    if (slot == NULL) {
-        return 0;
-    }
-    void **place = (which == EVPY_READ) ? &slot->reader : &slot->writer;
-    HandleObject *old = (HandleObject *)*place;
-    if (old == NULL) {
-        return 0;
-    }
-    *place = NULL;
-    (void)evpy_fdtable_want(&self->fds, fd, slot->want & ~which);
-    /* Applied now, as the selector does: the caller may close fd next. */
-    (void)evpy_fdtable_apply(&self->fds, self->poller, fd);
-    /* Beware: cancel() and the decref may run arbitrary code; the table
-     * no longer refers to `old`. */
-    old->cancelled = 1;
-    if (!old->running) {
-        evpy_handle_clear_callback(old);
-    }
-    Py_DECREF(old);
-    return 1;
-}
-
-static PyObject *
-loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
-{
-    int fd = fileobj_to_fd(fileobj);
-    if (fd < 0) {
-        return NULL;
-    }
-    if (self->closed) {
-        Py_RETURN_FALSE;
-    }
-    if (loop_check_no_transport(self, fd) < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(loop_drop_io(self, fd, which));
-}
-
-static PyObject *
-discard_handle(PyObject *h)
-{
-    if (h == NULL) {
-        return NULL;
-    }
-    Py_DECREF(h);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return discard_handle(
-        loop_add_io(self, args, nargs, EVPY_READ, "add_reader"));
-}
-
-static PyObject *
-loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return discard_handle(
-        loop_add_io(self, args, nargs, EVPY_WRITE, "add_writer"));
-}
-
-static PyObject *
-loop_add_reader_handle(LoopObject *self, PyObject *const *args,
-                       Py_ssize_t nargs)
-{
-    return loop_add_io(self, args, nargs, EVPY_READ, "_add_reader");
-}
-
-static PyObject *
-loop_add_writer_handle(LoopObject *self, PyObject *const *args,
-                       Py_ssize_t nargs)
-{
-    return loop_add_io(self, args, nargs, EVPY_WRITE, "_add_writer");
-}
-
-static PyObject *
-loop_remove_reader(LoopObject *self, PyObject *fileobj)
-{
-    return loop_remove_io(self, fileobj, EVPY_READ);
-}
-
-static PyObject *
-loop_remove_writer(LoopObject *self, PyObject *fileobj)
-{
-    return loop_remove_io(self, fileobj, EVPY_WRITE);
-}
-
 /* -- I/O objects (transports) ---------------------------------------------- */
 
 int
@@ -707,7 +508,7 @@ evpy_loop_io_attach(LoopObject *self, IOObject *io)
         PyErr_NoMemory();
         return -1;
     }
-    if (loop_check_no_transport(self, io->fd) < 0) {
+    if (evpy_loop_check_no_transport(self, io->fd) < 0) {
         return -1;
     }
     if (slot->reader != NULL || slot->writer != NULL) {
@@ -863,7 +664,7 @@ loop_queue_io(LoopObject *self, int fd, evpy_fdslot_t *slot, unsigned which)
     }
     HandleObject *h = (HandleObject *)p;
     if (h->cancelled) {
-        loop_drop_io(self, fd, which);
+        evpy_loop_drop_io(self, fd, which);
         return 0;
     }
     return loop_push_ready(self, (HandleObject *)Py_NewRef(h));
@@ -918,7 +719,13 @@ loop_poll(LoopObject *self, int64_t timeout_ns)
             /* A registration we no longer own (epoll keeps a dup'ed,
              * closed fd's interest): drop it. */
             (void)evpy_poller_ctl(self->poller, fd, EVPY_READ | EVPY_WRITE,
-                                  0);
+                                  0, 0);
+            continue;
+        }
+        if (!evpy_fdtable_event_current(&self->fds, &self->events[i])) {
+            /* An earlier file's registration under this fd number (its fd
+             * closed while a dup kept it open): not the current owner's
+             * readiness. It cannot be removed by number; ignore it. */
             continue;
         }
         if ((ev & EVPY_READ) && loop_queue_io(self, fd, slot, EVPY_READ) < 0) {
@@ -1176,30 +983,62 @@ loop_run(LoopObject *self, PyObject *Py_UNUSED(ignored))
 
 /* -- lifetime ------------------------------------------------------------- */
 
+/* Drops one reference for each queued, scheduled or registered entry.
+ * Beware: a decref may run a finalizer that schedules or registers again
+ * (the loop is not closed yet when the GC clears it), so every entry is
+ * unhooked before any reference is dropped, and the whole sweep repeats
+ * until it finds nothing. */
 static void
 loop_drop_queues(LoopObject *self)
 {
-    evpy_timer_t *t;
-    while ((t = evpy_timerheap_pop(&self->timers)) != NULL) {
-        Py_DECREF(EVPY_HANDLE_FROM_TIMER(t));
-    }
-    while (self->ready.len) {
-        Py_DECREF(EVPY_UNTAG(evpy_ring_pop(&self->ready)));
-    }
-    for (int fd = 0; fd < self->fds.cap; fd++) {
-        evpy_fdslot_t *s = &self->fds.slots[fd];
-        void *r = s->reader, *w = s->writer;
-        s->reader = s->writer = NULL;
-        if (EVPY_TAG(r) == EVPY_TAG_IO) {
-            /* One reference for both pointers; detach the object so it
-             * no longer thinks it is registered. */
-            IOObject *io = (IOObject *)EVPY_UNTAG(r);
-            Py_CLEAR(io->loop);
-            Py_DECREF(io);
-            continue;
+    for (;;) {
+        evpy_ring_t drop;
+        evpy_ring_init(&drop, sizeof(void *), 64);
+        int nomem = 0;
+        evpy_timer_t *t;
+        while ((t = evpy_timerheap_pop(&self->timers)) != NULL) {
+            HandleObject *h = EVPY_HANDLE_FROM_TIMER(t);
+            if (evpy_ring_push(&drop, h) < 0) {
+                nomem = 1;
+                Py_DECREF(h);
+            }
         }
-        Py_XDECREF((PyObject *)r);
-        Py_XDECREF((PyObject *)w);
+        while (self->ready.len) {
+            void *entry = EVPY_UNTAG(evpy_ring_pop(&self->ready));
+            if (evpy_ring_push(&drop, entry) < 0) {
+                nomem = 1;
+                Py_DECREF((PyObject *)entry);
+            }
+        }
+        for (int fd = 0; fd < self->fds.cap; fd++) {
+            evpy_fdslot_t *s = &self->fds.slots[fd];
+            void *r = s->reader, *w = s->writer;
+            s->reader = s->writer = NULL;
+            if (EVPY_TAG(r) == EVPY_TAG_IO) {
+                /* One reference for both pointers; the object must no
+                 * longer think it is registered. */
+                IOObject *io = (IOObject *)EVPY_UNTAG(r);
+                PyObject *loop = (PyObject *)io->loop;
+                io->loop = NULL;
+                r = io;
+                w = loop;
+            }
+            for (int i = 0; i < 2; i++) {
+                void *p = i ? w : r;
+                if (p != NULL && evpy_ring_push(&drop, p) < 0) {
+                    nomem = 1;
+                    Py_DECREF((PyObject *)p);
+                }
+            }
+        }
+        if (drop.len == 0 && !nomem) {
+            evpy_ring_free(&drop);
+            return;
+        }
+        while (drop.len) {
+            Py_DECREF((PyObject *)evpy_ring_pop(&drop));
+        }
+        evpy_ring_free(&drop);
     }
 }
 
@@ -1252,19 +1091,19 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
      * waker fd would make dealloc close stdin. */
     self->waker.rfd = self->waker.wfd = -1;
     /* Borrowed: the type (and so every instance) keeps the module. */
-    PyObject *mod = PyType_GetModuleByDef(type, &evpy_module_def);
-    if (mod == NULL) {
+    self->st = evpy_state_of_type(type);
+    if (self->st == NULL) {
         self->closed = 1;
         Py_DECREF(self);
         return NULL;
     }
-    self->st = evpy_get_state(mod);
     self->slow_callback_duration = 0.1;
     evpy_stats_init(&self->stats); /* health */
     evpy_fdtable_init(&self->fds);
     evpy_timerheap_init(&self->timers);
-    evpy_ring_init(&self->ready);
-    int rc = evpy_poller_open(&self->poller, NULL);
+    evpy_ring_init(&self->ready, sizeof(void *), 256);
+    /* The backend named by $EVPY_POLLER (read here, not in the core). */
+    int rc = evpy_poller_open(&self->poller, getenv("EVPY_POLLER"));
     if (rc == -EINVAL) {
         PyErr_Format(PyExc_ValueError,
                      "unknown or unavailable poller backend in EVPY_POLLER");
@@ -1276,7 +1115,8 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     rc = evpy_waker_open(&self->waker);
     if (rc == 0) {
-        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ);
+        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ,
+                             0);
     }
     if (rc < 0) {
         evpy_set_errno(rc);
@@ -1424,17 +1264,17 @@ static PyMethodDef loop_methods[] = {
     {"create_task", (PyCFunction)(void (*)(void))loop_create_task,
      METH_FASTCALL | METH_KEYWORDS,
      "create_task(coro, *, name=None, context=None) -> Task"},
-    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader,
+    {"add_reader", (PyCFunction)(void (*)(void))evpy_loop_add_reader,
      METH_FASTCALL, "add_reader(fd, callback, *args)"},
-    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer,
+    {"add_writer", (PyCFunction)(void (*)(void))evpy_loop_add_writer,
      METH_FASTCALL, "add_writer(fd, callback, *args)"},
-    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader_handle,
+    {"_add_reader", (PyCFunction)(void (*)(void))evpy_loop_add_reader_handle,
      METH_FASTCALL, "add_reader() returning the new Handle."},
-    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer_handle,
+    {"_add_writer", (PyCFunction)(void (*)(void))evpy_loop_add_writer_handle,
      METH_FASTCALL, "add_writer() returning the new Handle."},
-    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+    {"remove_reader", (PyCFunction)evpy_loop_remove_reader, METH_O,
      "remove_reader(fd) -> bool"},
-    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+    {"remove_writer", (PyCFunction)evpy_loop_remove_writer, METH_O,
      "remove_writer(fd) -> bool"},
     {"_make_handle", (PyCFunction)(void (*)(void))loop_make_handle,
      METH_FASTCALL, "An unscheduled Handle for callback(*args)."},

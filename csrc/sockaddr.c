@@ -136,12 +136,20 @@ evpy_sockaddr_from_py(int family, PyObject *address,
     }
     const char *h = PyUnicode_AsUTF8(host);
     if (h == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeError)) {
+            return -1;
+        }
         PyErr_Clear(); /* not encodable: the socket module will say so */
         return 1;
     }
     long p = PyLong_AsLong(port);
-    if (p < 0 || p > 65535) {
+    if (p == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
         PyErr_Clear();
+    }
+    if (p < 0 || p > 65535) {
         return 1; /* the socket module raises OverflowError for these */
     }
     memset(ss, 0, sizeof(*ss));
@@ -163,6 +171,12 @@ evpy_sockaddr_from_py(int family, PyObject *address,
             scope_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(address, 3));
         }
         if (PyErr_Occurred()) {
+            /* Negative, too big or not an int: the socket module says
+             * which; anything else is ours to pass on. */
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)
+                && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return -1;
+            }
             PyErr_Clear();
             return 1;
         }

@@ -33,11 +33,8 @@ typedef struct {
     PyObject *data_received;     /* bound methods cached by set_protocol */
     PyObject *get_buffer;
     PyObject *buffer_updated;
-    wq_item *wq;                 /* write queue: a ring of wq_cap items */
-    size_t wq_head;
-    size_t wq_len;
-    size_t wq_cap;
-    Py_ssize_t wsize;            /* bytes queued */
+    evpy_ring_t wq;              /* write queue: wq_item elements */
+    Py_ssize_t wsize;            /* bytes queued (wq's per-use count) */
     char buffered;               /* protocol is a BufferedProtocol */
     char eof;                    /* write_eof() called */
     char big_reads;              /* last read was big: read in place */
@@ -75,16 +72,16 @@ write_error_msg(StreamObject *self)
 
 /* -- helpers ------------------------------------------------------------ */
 
+#define WQ_LEN(self) ((self)->wq.len)
+#define WQ_AT(self, i) ((wq_item *)evpy_ring_slot(&(self)->wq, (i)))
+
 static void
 wq_clear(StreamObject *self)
 {
-    while (self->wq_len) {
-        wq_item *it = &self->wq[self->wq_head];
-        Py_CLEAR(it->obj);
-        self->wq_head = (self->wq_head + 1) % self->wq_cap;
-        self->wq_len--;
+    while (WQ_LEN(self)) {
+        Py_CLEAR(WQ_AT(self, 0)->obj);
+        evpy_ring_drop_front(&self->wq);
     }
-    self->wq_head = 0;
     self->wsize = 0;
 }
 
@@ -93,21 +90,6 @@ wq_clear(StreamObject *self)
 static int
 wq_push(StreamObject *self, PyObject *owner, const char *ptr, Py_ssize_t len)
 {
-    if (self->wq_len == self->wq_cap) {
-        size_t ncap = self->wq_cap ? self->wq_cap * 2 : 8;
-        wq_item *nq = PyMem_Malloc(sizeof(wq_item) * ncap);
-        if (nq == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (size_t i = 0; i < self->wq_len; i++) {
-            nq[i] = self->wq[(self->wq_head + i) % self->wq_cap];
-        }
-        PyMem_Free(self->wq);
-        self->wq = nq;
-        self->wq_head = 0;
-        self->wq_cap = ncap;
-    }
     PyObject *obj;
     if (owner != NULL && PyBytes_CheckExact(owner)) {
         obj = Py_NewRef(owner);
@@ -119,13 +101,30 @@ wq_push(StreamObject *self, PyObject *owner, const char *ptr, Py_ssize_t len)
         }
         ptr = PyBytes_AS_STRING(obj);
     }
-    wq_item *it = &self->wq[(self->wq_head + self->wq_len) % self->wq_cap];
+    wq_item *it = evpy_ring_push_slot(&self->wq);
+    if (it == NULL) {
+        Py_DECREF(obj);
+        PyErr_NoMemory();
+        return -1;
+    }
     it->obj = obj;
     it->ptr = ptr;
     it->len = len;
-    self->wq_len++;
     self->wsize += len;
     return 0;
+}
+
+/* Drops the items queued after the first `len` (a failed writelines()
+ * takes back what it queued). */
+static void
+wq_truncate(StreamObject *self, size_t len)
+{
+    while (WQ_LEN(self) > len) {
+        wq_item *it = WQ_AT(self, WQ_LEN(self) - 1);
+        self->wsize -= it->len;
+        Py_CLEAR(it->obj);
+        evpy_ring_drop_back(&self->wq);
+    }
 }
 
 /* Drops n sent bytes from the front of the queue. */
@@ -133,8 +132,8 @@ static void
 wq_consume(StreamObject *self, Py_ssize_t n)
 {
     self->wsize -= n;
-    while (n > 0 && self->wq_len) {
-        wq_item *it = &self->wq[self->wq_head];
+    while (n > 0 && WQ_LEN(self)) {
+        wq_item *it = WQ_AT(self, 0);
         if (it->len > n) {
             it->ptr += n;
             it->len -= n;
@@ -142,8 +141,7 @@ wq_consume(StreamObject *self, Py_ssize_t n)
         }
         n -= it->len;
         Py_CLEAR(it->obj);
-        self->wq_head = (self->wq_head + 1) % self->wq_cap;
-        self->wq_len--;
+        evpy_ring_drop_front(&self->wq);
     }
 }
 
@@ -201,9 +199,10 @@ stream_on_eof(StreamObject *self)
     if (self->t.kind == STREAM_READ_PIPE) {
         /* asyncio: closing, then eof_received() and connection_lost()
          * from the loop. */
-        return evpy_tr_python_hook(TR(self), "_on_pipe_eof", 0);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_on_pipe_eof, 0);
     }
-    PyObject *r = evpy_tr_call_protocol(TR(self), "eof_received");
+    PyObject *r = evpy_tr_call_protocol(TR(self),
+                                        self->t.st->str_eof_received);
     if (r == NULL) {
         return evpy_tr_callback_failed(
             TR(self), "Fatal error: protocol.eof_received() call failed.");
@@ -228,8 +227,8 @@ stream_read_buffered(StreamObject *self)
     static const char get_buffer_failed[] =
         "Fatal error: protocol.get_buffer() call failed.";
     if (self->get_buffer == NULL) {
-        self->get_buffer = PyObject_GetAttrString(self->t.protocol,
-                                                  "get_buffer");
+        self->get_buffer = PyObject_GetAttr(self->t.protocol,
+                                            self->t.st->str_get_buffer);
         if (self->get_buffer == NULL) {
             return evpy_tr_callback_failed(TR(self), get_buffer_failed);
         }
@@ -271,8 +270,8 @@ stream_read_buffered(StreamObject *self)
         return stream_on_eof(self);
     }
     if (self->buffer_updated == NULL) {
-        self->buffer_updated = PyObject_GetAttrString(self->t.protocol,
-                                                      "buffer_updated");
+        self->buffer_updated = PyObject_GetAttr(
+            self->t.protocol, self->t.st->str_buffer_updated);
         if (self->buffer_updated == NULL) {
             return evpy_tr_callback_failed(
                 TR(self),
@@ -374,8 +373,8 @@ stream_read(StreamObject *self)
         return stream_on_eof(self);
     }
     if (self->data_received == NULL) {
-        self->data_received = PyObject_GetAttrString(self->t.protocol,
-                                                     "data_received");
+        self->data_received = PyObject_GetAttr(self->t.protocol,
+                                               self->t.st->str_data_received);
         if (self->data_received == NULL) {
             Py_DECREF(data);
             return evpy_tr_callback_failed(
@@ -392,7 +391,8 @@ stream_read(StreamObject *self)
         if (!IS_SOCKET(self)) {
             /* A pipe transport lets it reach the exception handler as
              * an error of the callback, and stays open. */
-            return evpy_tr_python_hook(TR(self), "_callback_failed", 1);
+            return evpy_tr_python_hook(TR(self),
+                                       self->t.st->str_callback_failed, 1);
         }
         return evpy_tr_callback_failed(
             TR(self), "Fatal error: protocol.data_received() call failed.");
@@ -404,13 +404,13 @@ stream_read(StreamObject *self)
 static int
 stream_write_ready(StreamObject *self)
 {
-    if (self->t.conn_lost || self->wq_len == 0) {
+    if (self->t.conn_lost || WQ_LEN(self) == 0) {
         return 0;
     }
     struct iovec iov[WQ_IOV_MAX];
     int niov = 0;
-    for (size_t i = 0; i < self->wq_len && niov < WQ_IOV_MAX; i++) {
-        wq_item *it = &self->wq[(self->wq_head + i) % self->wq_cap];
+    for (size_t i = 0; i < WQ_LEN(self) && niov < WQ_IOV_MAX; i++) {
+        wq_item *it = WQ_AT(self, i);
         iov[niov].iov_base = (void *)it->ptr;
         iov[niov].iov_len = (size_t)it->len;
         niov++;
@@ -427,8 +427,8 @@ stream_write_ready(StreamObject *self)
         PyErr_SetFromErrno(PyExc_OSError);
         PyObject *exc = evpy_fetch_exc();
         if (self->t.empty_waiter != NULL) {
-            PyObject *r = PyObject_CallMethod(self->t.empty_waiter,
-                                              "set_exception", "O", exc);
+            PyObject *r = PyObject_CallMethodOneArg(
+                self->t.empty_waiter, self->t.st->str_set_exception, exc);
             if (r == NULL) {
                 PyErr_WriteUnraisable((PyObject *)self);
             }
@@ -443,24 +443,25 @@ stream_write_ready(StreamObject *self)
     if (evpy_tr_maybe_resume_protocol(TR(self)) < 0) { /* may write more */
         return -1;
     }
-    if (self->wq_len) {
+    if (WQ_LEN(self)) {
         return 0;
     }
     /* Closing also drops a write pipe's read interest (closure watch). */
-    if (evpy_tr_set_want(TR(self), 0, self->t.closing ? EVPY_READ | EVPY_WRITE
+    if (evpy_tr_set_want(TR(self), 0,
+                         EVPY_TR_CLOSING(self) ? EVPY_READ | EVPY_WRITE
                                                : EVPY_WRITE) < 0) {
         PyErr_WriteUnraisable((PyObject *)self);
     }
     if (self->t.empty_waiter != NULL) {
-        PyObject *r = PyObject_CallMethod(self->t.empty_waiter, "set_result",
-                                          "O", Py_None);
+        PyObject *r = PyObject_CallMethodOneArg(
+            self->t.empty_waiter, self->t.st->str_set_result, Py_None);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
         Py_XDECREF(r);
     }
-    if (self->t.closing) {
-        if (evpy_tr_call_connection_lost_now(TR(self)) < 0) {
+    if (EVPY_TR_CLOSING(self)) {
+        if (evpy_tr_drained(TR(self)) < 0) {
             return -1;
         }
     }
@@ -488,7 +489,7 @@ stream_on_event(IOObject *io, unsigned events)
     if (self->t.kind == STREAM_WRITE_PIPE) {
         /* The write end polls for reading only to learn that the reader
          * went away. */
-        return evpy_tr_python_hook(TR(self), "_read_ready", 0);
+        return evpy_tr_python_hook(TR(self), self->t.st->str_read_ready, 0);
     }
     return stream_read(self);
 }
@@ -521,7 +522,7 @@ static int
 stream_write_buffer(StreamObject *self, PyObject *owner, const char *buf,
                     Py_ssize_t len)
 {
-    if (self->wq_len == 0) {
+    if (WQ_LEN(self) == 0) {
         Py_ssize_t n = stream_send(self, buf, len);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -566,7 +567,7 @@ stream_write(StreamObject *self, PyObject *data)
         res = Py_NewRef(Py_None);
     }
     else if (self->t.conn_lost
-             || (self->t.kind == STREAM_WRITE_PIPE && self->t.closing)) {
+             || (self->t.kind == STREAM_WRITE_PIPE && EVPY_TR_CLOSING(self))) {
         res = evpy_tr_write_after_close(TR(self));
     }
     else if (stream_write_buffer(self, data, view.buf, view.len) == 0) {
@@ -597,38 +598,41 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
         }
     }
     if (self->t.conn_lost
-        || (self->t.kind == STREAM_WRITE_PIPE && self->t.closing)) {
+        || (self->t.kind == STREAM_WRITE_PIPE && EVPY_TR_CLOSING(self))) {
         Py_DECREF(seq);
         return n ? evpy_tr_write_after_close(TR(self)) : Py_NewRef(Py_None);
     }
-    /* Queue everything, then flush with one writev. */
-    int was_empty = self->wq_len == 0;
+    /* Queue everything, then flush with one writev. All or nothing: if
+     * an item fails, what this call queued is taken back (nothing would
+     * send it if the queue was empty before). */
+    size_t queued_before = WQ_LEN(self);
+    int was_empty = queued_before == 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_buffer view;
-        if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) < 0) {
-            Py_DECREF(seq);
-            return NULL;
+        int rc = PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE);
+        if (rc == 0) {
+            rc = view.len ? wq_push(self, items[i], view.buf, view.len) : 0;
+            PyBuffer_Release(&view);
         }
-        int rc = view.len ? wq_push(self, items[i], view.buf, view.len) : 0;
-        PyBuffer_Release(&view);
         if (rc < 0) {
+            wq_truncate(self, queued_before);
             Py_DECREF(seq);
             return NULL;
         }
     }
     Py_DECREF(seq);
-    if (self->wq_len == 0) {
+    if (WQ_LEN(self) == 0) {
         Py_RETURN_NONE;
     }
     /* Try now; wait for writability (in a copy of this context) only for
      * what is left, as asyncio's writelines(). */
     if (was_empty) {
         if (stream_write_ready(self) < 0
-            || (self->wq_len && evpy_tr_want_write(TR(self)) < 0)) {
+            || (WQ_LEN(self) && evpy_tr_want_write(TR(self)) < 0)) {
             return NULL;
         }
     }
-    if (self->wq_len && evpy_tr_maybe_pause_protocol(TR(self)) < 0) {
+    if (WQ_LEN(self) && evpy_tr_maybe_pause_protocol(TR(self)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -637,11 +641,11 @@ stream_writelines(StreamObject *self, PyObject *list_of_data)
 static PyObject *
 stream_write_eof(StreamObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->t.closing || self->eof) {
+    if (EVPY_TR_CLOSING(self) || self->eof) {
         Py_RETURN_NONE;
     }
     self->eof = 1;
-    if (self->wq_len == 0 && stream_shutdown_write(self) < 0) {
+    if (WQ_LEN(self) == 0 && stream_shutdown_write(self) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -763,6 +767,7 @@ stream_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    evpy_ring_init(&self->wq, sizeof(wq_item), 8);
     if (evpy_tr_init(TR(self), type, &stream_vtable, &stream_ops) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -780,8 +785,8 @@ stream_traverse(StreamObject *self, visitproc visit, void *arg)
     Py_VISIT(self->data_received);
     Py_VISIT(self->get_buffer);
     Py_VISIT(self->buffer_updated);
-    for (size_t i = 0; i < self->wq_len; i++) {
-        Py_VISIT(self->wq[(self->wq_head + i) % self->wq_cap].obj);
+    for (size_t i = 0; i < WQ_LEN(self); i++) {
+        Py_VISIT(WQ_AT(self, i)->obj);
     }
     return 0;
 }
@@ -802,7 +807,7 @@ stream_dealloc(StreamObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     evpy_tr_clear(TR(self));
-    PyMem_Free(self->wq);
+    evpy_ring_free(&self->wq);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -818,9 +823,17 @@ static PyType_Slot stream_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec evpy_stream_spec = {
+static PyType_Spec stream_spec = {
     .name = "evpy._core.StreamTransport",
     .basicsize = sizeof(StreamObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = stream_slots,
 };
+
+int
+evpy_stream_add_type(PyObject *mod, evpy_state *st)
+{
+    st->StreamType = evpy_transport_make_type(mod, st, &stream_spec,
+                                              "Transport", NULL);
+    return st->StreamType == NULL ? -1 : 0;
+}

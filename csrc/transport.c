@@ -15,11 +15,10 @@ int
 evpy_tr_init(TransportObject *t, PyTypeObject *type, const evpy_io_vtable *vt,
              const evpy_transport_ops *ops)
 {
-    PyObject *mod = PyType_GetModuleByDef(type, &evpy_module_def);
-    if (mod == NULL) {
+    t->st = evpy_state_of_type(type);
+    if (t->st == NULL) {
         return -1;
     }
-    t->st = evpy_get_state(mod);
     t->io.vt = vt;
     t->io.fd = -1;
     t->ops = ops;
@@ -122,9 +121,14 @@ report_failure(TransportObject *t)
 int
 evpy_tr_fatal(TransportObject *t, PyObject *exc, const char *message)
 {
-    /* self._fatal_error(exc, message) in Python reports and closes. */
-    PyObject *r = PyObject_CallMethod((PyObject *)t, "_fatal_error", "Os",
-                                      exc, message);
+    /* self._fatal_error(exc, message) in Python reports, then closes
+     * through _force_close() or _close_now() (the lifecycle below). */
+    PyObject *msg = PyUnicode_FromString(message);
+    PyObject *r = msg == NULL ? NULL
+                              : PyObject_CallMethodObjArgs(
+                                    (PyObject *)t, t->st->str_fatal_error,
+                                    exc, msg, NULL);
+    Py_XDECREF(msg);
     Py_DECREF(exc);
     if (r == NULL) {
         return report_failure(t);
@@ -151,7 +155,7 @@ evpy_tr_callback_failed(TransportObject *t, const char *message)
 }
 
 int
-evpy_tr_python_hook(TransportObject *t, const char *name, int with_exc)
+evpy_tr_python_hook(TransportObject *t, PyObject *name, int with_exc)
 {
     PyObject *r;
     if (with_exc) {
@@ -159,11 +163,11 @@ evpy_tr_python_hook(TransportObject *t, const char *name, int with_exc)
             return -1;
         }
         PyObject *exc = evpy_fetch_exc();
-        r = PyObject_CallMethod((PyObject *)t, name, "O", exc);
+        r = PyObject_CallMethodOneArg((PyObject *)t, name, exc);
         Py_DECREF(exc);
     }
     else {
-        r = PyObject_CallMethod((PyObject *)t, name, NULL);
+        r = PyObject_CallMethodNoArgs((PyObject *)t, name);
     }
     if (r == NULL) {
         return report_failure(t);
@@ -173,19 +177,22 @@ evpy_tr_python_hook(TransportObject *t, const char *name, int with_exc)
 }
 
 PyObject *
-evpy_tr_call_protocol(TransportObject *t, const char *name)
+evpy_tr_call_protocol(TransportObject *t, PyObject *name)
 {
     if (t->protocol == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "transport has no protocol");
         return NULL;
     }
-    return PyObject_CallMethod(t->protocol, name, NULL);
+    PyObject *protocol = Py_NewRef(t->protocol);
+    PyObject *r = PyObject_CallMethodNoArgs(protocol, name);
+    Py_DECREF(protocol);
+    return r;
 }
 
 /* pause_writing()/resume_writing(); failures go to the exception handler
  * as asyncio reports them. */
 static int
-flow_call(TransportObject *t, const char *name)
+flow_call(TransportObject *t, PyObject *name)
 {
     PyObject *r = evpy_tr_call_protocol(t, name);
     if (r != NULL) {
@@ -196,8 +203,9 @@ flow_call(TransportObject *t, const char *name)
         return -1;
     }
     PyObject *exc = evpy_fetch_exc();
-    r = PyObject_CallMethod((PyObject *)t, "_flow_control_failed", "sO", name,
-                            exc);
+    r = PyObject_CallMethodObjArgs((PyObject *)t,
+                                   t->st->str_flow_control_failed, name, exc,
+                                   NULL);
     Py_DECREF(exc);
     if (r == NULL) {
         return report_failure(t);
@@ -213,7 +221,7 @@ evpy_tr_maybe_pause_protocol(TransportObject *t)
         return 0;
     }
     t->protocol_paused = 1;
-    return flow_call(t, "pause_writing");
+    return flow_call(t, t->st->str_pause_writing);
 }
 
 int
@@ -223,7 +231,7 @@ evpy_tr_maybe_resume_protocol(TransportObject *t)
         return 0;
     }
     t->protocol_paused = 0;
-    return flow_call(t, "resume_writing");
+    return flow_call(t, t->st->str_resume_writing);
 }
 
 static int
@@ -236,9 +244,26 @@ require_loop(TransportObject *t)
     return 0;
 }
 
+/* -- lifecycle: the one state machine (transport.h has the picture) ------ */
+
+/* The one place that schedules connection_lost(exc): no more interest,
+ * optionally no more queued data, and the call from the loop. */
 static int
-schedule_connection_lost(TransportObject *t, PyObject *exc)
+tr_lose(TransportObject *t, PyObject *exc, int drop_queue, int count_lost)
 {
+    if (require_loop(t) < 0) {
+        return -1;
+    }
+    if (drop_queue) {
+        t->ops->clear_queue(t);
+    }
+    t->state = EVPY_TR_LOST;
+    if (evpy_tr_set_want(t, 0, EVPY_READ | EVPY_WRITE) < 0) {
+        return -1;
+    }
+    if (count_lost) {
+        t->conn_lost++;
+    }
     PyObject *cb = PyObject_GetAttr((PyObject *)t,
                                     t->st->str_call_connection_lost);
     if (cb == NULL) {
@@ -253,11 +278,49 @@ schedule_connection_lost(TransportObject *t, PyObject *exc)
     return rc;
 }
 
+/* close(): OPEN -> CLOSING (no more reading), then LOST once nothing is
+ * queued (now, or when the data path has drained the queue). */
 int
-evpy_tr_call_connection_lost_now(TransportObject *t)
+evpy_tr_do_close(TransportObject *t)
 {
-    PyObject *r = PyObject_CallMethod((PyObject *)t, "_call_connection_lost",
-                                      "O", Py_None);
+    if (t->state != EVPY_TR_OPEN) {
+        return 0;
+    }
+    if (require_loop(t) < 0) {
+        return -1;
+    }
+    t->state = EVPY_TR_CLOSING;
+    if (evpy_tr_set_want(t, 0, EVPY_READ) < 0) {
+        return -1;
+    }
+    if (t->ops->queued(t) == 0) {
+        return tr_lose(t, Py_None, 0, 1);
+    }
+    return 0;
+}
+
+/* abort() and _force_close(exc) (fatal errors): LOST now, queued data
+ * dropped; once only. */
+static int
+force_close(TransportObject *t, PyObject *exc)
+{
+    if (t->conn_lost) {
+        return 0;
+    }
+    return tr_lose(t, exc, 1, 1);
+}
+
+/* The data path emptied the queue: a closing transport is lost now, and
+ * connection_lost runs right away (as asyncio's _write_ready calls it). */
+int
+evpy_tr_drained(TransportObject *t)
+{
+    if (t->state == EVPY_TR_OPEN) {
+        return 0;
+    }
+    t->state = EVPY_TR_LOST;
+    PyObject *r = PyObject_CallMethodOneArg(
+        (PyObject *)t, t->st->str_call_connection_lost, Py_None);
     if (r == NULL) {
         return report_failure(t);
     }
@@ -265,57 +328,12 @@ evpy_tr_call_connection_lost_now(TransportObject *t)
     return 0;
 }
 
-int
-evpy_tr_do_close(TransportObject *t)
-{
-    if (t->closing) {
-        return 0;
-    }
-    if (require_loop(t) < 0) {
-        return -1;
-    }
-    t->closing = 1;
-    if (evpy_tr_set_want(t, 0, EVPY_READ) < 0) {
-        return -1;
-    }
-    if (t->ops->queued(t) == 0) {
-        t->conn_lost++;
-        if (evpy_tr_set_want(t, 0, EVPY_WRITE) < 0) {
-            return -1;
-        }
-        return schedule_connection_lost(t, Py_None);
-    }
-    return 0;
-}
-
-static int
-force_close(TransportObject *t, PyObject *exc)
-{
-    if (t->conn_lost) {
-        return 0;
-    }
-    if (require_loop(t) < 0) {
-        return -1;
-    }
-    t->ops->clear_queue(t);
-    unsigned clear = EVPY_WRITE;
-    if (!t->closing) {
-        t->closing = 1;
-        clear |= EVPY_READ;
-    }
-    if (evpy_tr_set_want(t, 0, clear) < 0) {
-        return -1;
-    }
-    t->conn_lost++;
-    return schedule_connection_lost(t, exc);
-}
-
 PyObject *
 evpy_tr_write_after_close(TransportObject *t)
 {
     if (t->conn_lost >= EVPY_CONNLOST_WARN_THRESHOLD) {
-        PyObject *r = PyObject_CallMethod((PyObject *)t,
-                                          "_warn_write_after_close", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(
+            (PyObject *)t, t->st->str_warn_write_after_close);
         if (r == NULL) {
             return NULL;
         }
@@ -370,13 +388,13 @@ tr_set_limits_core(TransportObject *t, PyObject *args)
 static PyObject *
 tr_is_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(!t->paused && !t->closing);
+    return PyBool_FromLong(!t->paused && !EVPY_TR_CLOSING(t));
 }
 
 static PyObject *
 tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->paused || t->closing) {
+    if (t->paused || EVPY_TR_CLOSING(t)) {
         Py_RETURN_NONE;
     }
     t->paused = 1;
@@ -389,7 +407,7 @@ tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->closing || !t->paused) {
+    if (EVPY_TR_CLOSING(t) || !t->paused) {
         Py_RETURN_NONE;
     }
     /* Reads from now on run in a copy of the caller's context: asyncio
@@ -408,7 +426,7 @@ tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->paused || t->closing) {
+    if (t->paused || EVPY_TR_CLOSING(t)) {
         Py_RETURN_NONE;
     }
     /* Reads run in a copy of this call's context (scheduled with
@@ -426,7 +444,7 @@ tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tr_is_closing(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(t->closing);
+    return PyBool_FromLong(EVPY_TR_CLOSING(t));
 }
 
 static PyObject *
@@ -458,13 +476,7 @@ tr_abort(TransportObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tr_close_now(TransportObject *t, PyObject *exc)
 {
-    if (require_loop(t) < 0) {
-        return NULL;
-    }
-    t->closing = 1;
-    t->ops->clear_queue(t);
-    if (evpy_tr_set_want(t, 0, EVPY_READ | EVPY_WRITE) < 0
-        || schedule_connection_lost(t, exc) < 0) {
+    if (tr_lose(t, exc, 1, 0) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -585,7 +597,8 @@ tr_materialize_sock(TransportObject *t)
     t->fd_owned = 0;
     t->sock = sock;
     /* The fd is non-blocking already; this tells the socket object. */
-    PyObject *r = PyObject_CallMethod(sock, "setblocking", "O", Py_False);
+    PyObject *r = PyObject_CallMethodOneArg(sock, t->st->str_setblocking,
+                                            Py_False);
     if (r == NULL) {
         return NULL;
     }
@@ -649,7 +662,7 @@ tr_close_sock_impl(TransportObject *t)
         return 0;
     }
     t->sock = NULL; /* our reference, dropped below */
-    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(sock, t->st->str_close);
     Py_DECREF(sock);
     if (r == NULL) {
         return -1;
@@ -691,8 +704,8 @@ tr_sockaddr(TransportObject *t, PyObject *peer)
         if (sock == NULL) {
             return NULL;
         }
-        addr = PyObject_CallMethod(sock, is_peer ? "getpeername"
-                                                 : "getsockname", NULL);
+        addr = PyObject_CallMethodNoArgs(
+            sock, is_peer ? t->st->str_getpeername : t->st->str_getsockname);
         Py_DECREF(sock);
         if (addr != NULL) {
             return addr;
@@ -790,35 +803,26 @@ keep_first_error(TransportObject *t, PyObject **err)
     }
 }
 
-/* _call_connection_lost(exc): the end of a socket transport, as asyncio's
- * _SelectorTransport._call_connection_lost: tell the protocol, then
- * (whatever it raised) unregister, keep the addresses readable, close the
- * socket, leave the server and fail a pending sendfile wait. Pipe
- * transports have their own (evpy/transports.py). */
-static PyObject *
-tr_call_connection_lost(TransportObject *t, PyObject *exc)
+#define RELEASE_FILL_EXTRA 1   /* keep the addresses readable after */
+#define RELEASE_FAIL_WAITER 2  /* fail a pending sendfile wait */
+
+/* The one place that releases the fd (-> CLOSED): unregister, optionally
+ * keep the addresses readable, close the socket or pipe, leave the
+ * server, optionally fail a pending sendfile wait. Every step runs; the
+ * first failure is kept in *err (later ones are reported). */
+static void
+tr_release(TransportObject *t, int how, PyObject **err)
 {
-    if (t->sock == NULL && !t->fd_owned) {
-        Py_RETURN_NONE;
-    }
     evpy_state *st = t->st;
-    PyObject *err = NULL;
-    if (t->protocol != NULL) {
-        PyObject *protocol = Py_NewRef(t->protocol);
-        PyObject *r = PyObject_CallMethodOneArg(protocol,
-                                                st->str_connection_lost, exc);
-        Py_DECREF(protocol);
-        if (r == NULL) {
-            err = evpy_fetch_exc();
-        }
-        Py_XDECREF(r);
-    }
     tr_detach_impl(t);
-    if (tr_fill_extra(t) < 0) {
-        keep_first_error(t, &err);
+    t->state = EVPY_TR_CLOSED;
+    /* Pipes (kinds 1 and 2) have no addresses. */
+    if ((how & RELEASE_FILL_EXTRA) && (t->kind == 0 || t->kind == 3)
+        && tr_fill_extra(t) < 0) {
+        keep_first_error(t, err);
     }
     if (tr_close_sock_impl(t) < 0) {
-        keep_first_error(t, &err);
+        keep_first_error(t, err);
     }
     PyObject *server = t->server;
     if (server != NULL) {
@@ -827,29 +831,54 @@ tr_call_connection_lost(TransportObject *t, PyObject *exc)
                                                 (PyObject *)t);
         Py_DECREF(server);
         if (r == NULL) {
-            keep_first_error(t, &err);
+            keep_first_error(t, err);
         }
         Py_XDECREF(r);
     }
     PyObject *waiter = t->empty_waiter;
-    if (waiter != NULL) {
+    if ((how & RELEASE_FAIL_WAITER) && waiter != NULL) {
         Py_INCREF(waiter);
-        PyObject *r = PyObject_CallMethod(waiter, "done", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(waiter, st->str_done);
         int done = r == NULL ? -1 : PyObject_IsTrue(r);
         Py_XDECREF(r);
         if (done == 0) {
-            r = PyObject_CallMethod(waiter, "set_exception", "N",
-                                    PyObject_CallFunction(
-                                        PyExc_ConnectionError, "s",
-                                        "Connection is closed by peer"));
+            PyObject *exc = PyObject_CallFunction(
+                PyExc_ConnectionError, "s", "Connection is closed by peer");
+            r = exc == NULL ? NULL
+                            : PyObject_CallMethodOneArg(
+                                  waiter, st->str_set_exception, exc);
+            Py_XDECREF(exc);
             done = r == NULL ? -1 : 0;
             Py_XDECREF(r);
         }
         Py_DECREF(waiter);
         if (done < 0) {
-            keep_first_error(t, &err);
+            keep_first_error(t, err);
         }
     }
+}
+
+/* _call_connection_lost(exc): LOST -> CLOSED, as asyncio's transports'
+ * _call_connection_lost: tell the protocol, then (whatever it raised)
+ * release the fd. */
+static PyObject *
+tr_call_connection_lost(TransportObject *t, PyObject *exc)
+{
+    if (t->sock == NULL && !t->fd_owned) {
+        Py_RETURN_NONE;
+    }
+    PyObject *err = NULL;
+    if (t->protocol != NULL) {
+        PyObject *protocol = Py_NewRef(t->protocol);
+        PyObject *r = PyObject_CallMethodOneArg(
+            protocol, t->st->str_connection_lost, exc);
+        Py_DECREF(protocol);
+        if (r == NULL) {
+            err = evpy_fetch_exc();
+        }
+        Py_XDECREF(r);
+    }
+    tr_release(t, RELEASE_FILL_EXTRA | RELEASE_FAIL_WAITER, &err);
     if (err != NULL) {
         evpy_restore_exc(err);
         return NULL;
@@ -861,26 +890,17 @@ void
 evpy_tr_discard(TransportObject *t)
 {
     PyObject *exc = evpy_fetch_exc();
-    tr_detach_impl(t);
-    if (tr_close_sock_impl(t) < 0) {
+    PyObject *err = NULL;
+    tr_release(t, 0, &err);
+    if (err != NULL) {
+        evpy_restore_exc(err);
         PyErr_WriteUnraisable((PyObject *)t);
-    }
-    PyObject *server = t->server;
-    if (server != NULL) {
-        t->server = NULL;
-        PyObject *r = PyObject_CallMethodOneArg(server, t->st->str_detach,
-                                                (PyObject *)t);
-        if (r == NULL) {
-            PyErr_WriteUnraisable((PyObject *)t);
-        }
-        Py_XDECREF(r);
-        Py_DECREF(server);
     }
     evpy_restore_exc(exc);
 }
 
-/* An unclosed transport being collected: the Python side warns and
- * closes it (_unclosed); a closed one costs nothing here. */
+/* An unclosed transport being collected: warn (ResourceWarning, as
+ * asyncio's __del__) and release the fd; a closed one costs nothing. */
 static void
 tr_finalize(TransportObject *t)
 {
@@ -888,12 +908,16 @@ tr_finalize(TransportObject *t)
         return;
     }
     PyObject *exc = evpy_fetch_exc();
-    PyObject *r = PyObject_CallMethodNoArgs((PyObject *)t,
-                                            t->st->str_unclosed);
-    if (r == NULL) {
+    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R",
+                              (PyObject *)t) < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
-    Py_XDECREF(r);
+    PyObject *err = NULL;
+    tr_release(t, 0, &err);
+    if (err != NULL) {
+        evpy_restore_exc(err);
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
     evpy_restore_exc(exc);
 }
 
@@ -933,7 +957,7 @@ tr_reclaim_fd(TransportObject *t, PyObject *Py_UNUSED(ignored))
     Py_DECREF(loop);
     t->released = 0;
     unsigned want = 0;
-    if (!t->paused && !t->closing) {
+    if (!t->paused && !EVPY_TR_CLOSING(t)) {
         want |= EVPY_READ;
     }
     if (t->ops->queued(t) > 0) {
@@ -1011,7 +1035,6 @@ tr_set_context(TransportObject *t, PyObject *v, void *c)
         (void)c;                                                           \
         return PyBool_FromLong(t->name);                                   \
     }
-FLAG_GETTER(closing)
 FLAG_GETTER(paused)
 FLAG_GETTER(protocol_paused)
 #undef FLAG_GETTER
@@ -1118,7 +1141,7 @@ static PyGetSetDef tr_getset[] = {
     {"_context", (getter)tr_get_context, (setter)tr_set_context, NULL, NULL},
     {"_conn_lost", (getter)tr_get_conn_lost, (setter)tr_set_conn_lost, NULL,
      NULL},
-    {"_closing", (getter)tr_get_closing, NULL, NULL, NULL},
+    {"_closing", (getter)tr_is_closing, NULL, NULL, NULL},
     {"_paused", (getter)tr_get_paused, NULL, NULL, NULL},
     {"_protocol_paused", (getter)tr_get_protocol_paused, NULL, NULL, NULL},
     {"_read_polled", (getter)tr_get_read_polled, NULL, NULL, NULL},
@@ -1158,7 +1181,7 @@ static PyType_Slot tr_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec evpy_transport_spec = {
+static PyType_Spec evpy_transport_spec = {
     .name = "evpy._core.TransportBase",
     .basicsize = sizeof(TransportObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
@@ -1166,11 +1189,11 @@ PyType_Spec evpy_transport_spec = {
     .slots = tr_slots,
 };
 
-int
-evpy_transport_check_layout(PyObject *base)
+/* asyncio.BaseTransport is `object` plus one slot (`_extra`): our
+ * IOObject.extra must be exactly that slot. */
+static int
+check_base_layout(PyObject *base)
 {
-    /* asyncio.BaseTransport is `object` plus one slot (`_extra`): our
-     * IOObject.extra must be exactly that slot. */
     Py_ssize_t want = (Py_ssize_t)(offsetof(IOObject, extra)
                                    + sizeof(PyObject *));
     if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_basicsize != want) {
@@ -1179,4 +1202,61 @@ evpy_transport_check_layout(PyObject *base)
         return -1;
     }
     return 0;
+}
+
+static PyObject *
+asyncio_attr(const char *name)
+{
+    PyObject *m = PyImport_ImportModule("asyncio");
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return r;
+}
+
+int
+evpy_transport_add_base_type(PyObject *mod, evpy_state *st)
+{
+    PyObject *base = asyncio_attr("BaseTransport");
+    if (base == NULL || check_base_layout(base) < 0) {
+        Py_XDECREF(base);
+        return -1;
+    }
+    st->TransportBaseType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &evpy_transport_spec, base);
+    Py_DECREF(base);
+    if (st->TransportBaseType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(mod, st->TransportBaseType);
+}
+
+PyTypeObject *
+evpy_transport_make_type(PyObject *mod, evpy_state *st, PyType_Spec *spec,
+                         const char *asyncio_name, const char *asyncio_name2)
+{
+    PyObject *other = asyncio_attr(asyncio_name);
+    PyObject *other2 = asyncio_name2 ? asyncio_attr(asyncio_name2) : NULL;
+    if (other == NULL || (asyncio_name2 != NULL && other2 == NULL)) {
+        Py_XDECREF(other);
+        Py_XDECREF(other2);
+        return NULL;
+    }
+    PyObject *base = (PyObject *)st->TransportBaseType;
+    PyObject *bases = other2 ? PyTuple_Pack(3, base, other, other2)
+                             : PyTuple_Pack(2, base, other);
+    Py_DECREF(other);
+    Py_XDECREF(other2);
+    if (bases == NULL) {
+        return NULL;
+    }
+    PyObject *tp = PyType_FromModuleAndSpec(mod, spec, bases);
+    Py_DECREF(bases);
+    if (tp == NULL || PyModule_AddType(mod, (PyTypeObject *)tp) < 0) {
+        Py_XDECREF(tp);
+        return NULL;
+    }
+    return (PyTypeObject *)tp;
 }

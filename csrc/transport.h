@@ -1,8 +1,23 @@
 /* What evpy's C transports share: the state asyncio's _SelectorTransport
- * keeps (closing, conn_lost, paused reading, write flow control) and the
- * behaviour built on it (close, abort, fatal errors, pause/resume, the
+ * keeps (the lifecycle, conn_lost, paused reading, write flow control) and
+ * the behaviour built on it (close, abort, fatal errors, pause/resume, the
  * Python-visible accessors). stream.c and datagram.c add their queues and
  * data paths through evpy_transport_ops.
+ *
+ * The lifecycle is one state machine, all of it in transport.c:
+ *
+ *            close()            queue drained (data path)
+ *   OPEN ------------> CLOSING -------------------------+
+ *    |                    |                             | connection_lost
+ *    | abort(), fatal     | abort(), fatal error        | called now
+ *    | error, pipe EOF    v                             v
+ *    +--------------->  LOST  ------------------------> CLOSED
+ *        queue dropped,  connection_lost scheduled      fd released:
+ *        no interest     (tr_lose, the one place)       tr_release
+ *
+ * conn_lost counts, as asyncio's _conn_lost, the loss and the writes tried
+ * after it (a warning past EVPY_CONNLOST_WARN_THRESHOLD). A transport the
+ * GC collects while not CLOSED warns and is released by its finalizer.
  */
 #ifndef EVPY_TRANSPORT_H
 #define EVPY_TRANSPORT_H
@@ -13,6 +28,13 @@
 #define EVPY_CONNLOST_WARN_THRESHOLD 5
 
 typedef struct TransportObject TransportObject;
+
+typedef enum {
+    EVPY_TR_OPEN = 0,
+    EVPY_TR_CLOSING,  /* close(): queued data still to send */
+    EVPY_TR_LOST,     /* connection_lost scheduled or running */
+    EVPY_TR_CLOSED,   /* fd released */
+} evpy_tr_state;
 
 typedef struct {
     Py_ssize_t (*queued)(TransportObject *self);   /* write buffer size */
@@ -33,7 +55,7 @@ struct TransportObject {
     Py_ssize_t low_water;
     int conn_lost;
     char kind;                   /* type-specific flavour, see _attach */
-    char closing;
+    char state;                  /* evpy_tr_state */
     char paused;                 /* pause_reading() called */
     char protocol_paused;        /* pause_writing() called */
     char released;               /* fd lent out (_release_fd), loop kept */
@@ -44,6 +66,8 @@ struct TransportObject {
 };
 
 #define TR_LOOP(t) (((TransportObject *)(t))->io.loop)
+/* asyncio's _closing: close() or an abort has begun. */
+#define EVPY_TR_CLOSING(t) (((TransportObject *)(t))->state != EVPY_TR_OPEN)
 
 /* Initialises the head in tp_new; -1 with an exception on failure. */
 int evpy_tr_init(TransportObject *t, PyTypeObject *type,
@@ -59,12 +83,17 @@ int evpy_tr_is_fatal_to_loop(void);
 int evpy_tr_fatal(TransportObject *t, PyObject *exc, const char *message);
 int evpy_tr_fatal_errno(TransportObject *t, int err, const char *message);
 int evpy_tr_callback_failed(TransportObject *t, const char *message);
-int evpy_tr_python_hook(TransportObject *t, const char *name, int with_exc);
-PyObject *evpy_tr_call_protocol(TransportObject *t, const char *name);
+/* self.<name>() or self.<name>(exc) (with_exc: the current exception),
+ * name one of the interned names in evpy_state. */
+int evpy_tr_python_hook(TransportObject *t, PyObject *name, int with_exc);
+PyObject *evpy_tr_call_protocol(TransportObject *t, PyObject *name);
 int evpy_tr_maybe_pause_protocol(TransportObject *t);
 int evpy_tr_maybe_resume_protocol(TransportObject *t);
+/* close(); see the state machine above. */
 int evpy_tr_do_close(TransportObject *t);
-int evpy_tr_call_connection_lost_now(TransportObject *t);
+/* The data path emptied the write queue: a closing transport is lost
+ * (connection_lost is called now). -1 only for SystemExit and co. */
+int evpy_tr_drained(TransportObject *t);
 PyObject *evpy_tr_write_after_close(TransportObject *t);
 int evpy_tr_check_bytes_like(PyObject *data);
 /* Attaches a stream socket transport to loop over a bare connected fd it
@@ -80,8 +109,19 @@ void evpy_tr_discard(TransportObject *t);
 
 /* _core.TransportBase: the shared methods, as a base class of
  * StreamTransport and DatagramTransport (it subclasses
- * asyncio.BaseTransport, whose `_extra` slot starts IOObject). */
-extern PyType_Spec evpy_transport_spec;
-int evpy_transport_check_layout(PyObject *base_transport);
+ * asyncio.BaseTransport, whose `_extra` slot starts IOObject). Made and
+ * added to the module (st->TransportBaseType); -1 with an exception. */
+int evpy_transport_add_base_type(PyObject *mod, evpy_state *st);
+/* A concrete transport type from spec, with TransportBase and
+ * asyncio.<asyncio_name> (and asyncio.<asyncio_name2> unless NULL) as
+ * bases, added to the module. New reference or NULL. */
+PyTypeObject *evpy_transport_make_type(PyObject *mod, evpy_state *st,
+                                       PyType_Spec *spec,
+                                       const char *asyncio_name,
+                                       const char *asyncio_name2);
+/* StreamTransport and DatagramTransport (stream.c, datagram.c): made and
+ * added to the module; -1 with an exception. */
+int evpy_stream_add_type(PyObject *mod, evpy_state *st);
+int evpy_datagram_add_type(PyObject *mod, evpy_state *st);
 
 #endif /* EVPY_TRANSPORT_H */

@@ -1,9 +1,10 @@
 """Stream transports: the Python half of evpy._core.StreamTransport.
 
 The C base class does everything per message (reads, writes, flow control,
-pause/resume); this class does what happens once per connection: set-up,
-the connection_lost call and socket close, error reporting, repr and the
-unclosed-transport warning. Behaviour follows asyncio's selector
+pause/resume) and owns the lifecycle (close, abort, the connection_lost call,
+releasing the fd, the unclosed-transport warning; see csrc/transport.h);
+these classes do set-up, error reporting and repr, and give each transport
+its place in asyncio's class hierarchy. Behaviour follows asyncio's selector
 transports (selector_events._SelectorSocketTransport).
 """
 
@@ -13,7 +14,6 @@ import logging
 import os
 import stat
 import sys
-import warnings
 
 from asyncio import constants, trsock
 
@@ -122,19 +122,6 @@ class _SocketTransportBase(_Common):
             info.append(f'write=<{state}, '
                         f'bufsize={self.get_write_buffer_size()}>')
         return '<{}>'.format(' '.join(info))
-
-    def _unclosed(self, _warn=warnings.warn):
-        # Called by the C finalizer for a transport collected while open
-        # (a closed one costs no Python call there).
-        if self._has_sock:
-            _warn(f'unclosed transport {self!r}', ResourceWarning,
-                  source=self)
-            self._detach()
-            self._close_sock()
-            server = self._server
-            if server is not None:
-                self._server = None
-                server._detach(self)
 
     def _fatal_error(self, exc, message='Fatal error on transport'):
         """Report exc (OSErrors only in debug mode) and close now."""
@@ -292,14 +279,6 @@ class _PipeTransport(_Common, _core.StreamTransport):
             info.append('closed')
         return '<{}>'.format(' '.join(info))
 
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f'unclosed transport {self!r}', ResourceWarning,
-                  source=self)
-            self._detach()
-            self._sock.close()
-            self._sock = None
-
     @staticmethod
     def _quiet_error(exc):
         """Errors only logged in debug mode, not reported to the exception
@@ -319,17 +298,6 @@ class _PipeTransport(_Common, _core.StreamTransport):
                 'protocol': self._protocol,
             })
         self._close_now(exc)
-
-    def _call_connection_lost(self, exc):
-        if self._sock is None:
-            return
-        try:
-            if self._protocol is not None:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._detach()
-            self._sock.close()
-            self._sock = None
 
 
 class _Absent:

@@ -74,7 +74,10 @@ apply_slot(evpy_fdtable_t *t, evpy_poller_t *p, int fd, evpy_fdslot_t *s)
     if (s->want == s->have) {
         return 0;
     }
-    int rc = evpy_poller_ctl(p, fd, s->have, s->want);
+    if (s->have == 0) {
+        s->gen++; /* a new registration: events of older ones are stale */
+    }
+    int rc = evpy_poller_ctl(p, fd, s->have, s->want, s->gen);
     if (rc < 0) {
         if ((s->want != 0) != (s->have != 0)) {
             t->nactive += s->have ? 1 : -1;

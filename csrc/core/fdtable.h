@@ -12,12 +12,15 @@
 #define EVPY_FDTABLE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "poller.h"
 
 typedef struct {
     void *reader;   /* owner data for read readiness (the type layer) */
     void *writer;   /* owner data for write readiness */
+    uint32_t gen;   /* the poller registration's generation: a new one
+                     * each time the fd goes from no interest to some */
     unsigned char want;
     unsigned char have;
     unsigned char dirty;
@@ -51,6 +54,16 @@ int evpy_fdtable_want(evpy_fdtable_t *t, int fd, unsigned want);
 /* Applies fd's pending change now. On failure `want` is rolled back to
  * `have` and the negative errno returned. */
 int evpy_fdtable_apply(evpy_fdtable_t *t, evpy_poller_t *p, int fd);
+
+/* 1 if an event the poller reported for fd belongs to the fd's current
+ * registration, 0 if it is stale (an earlier file under the same number,
+ * see poller.h) or fd has no registration. */
+static inline int
+evpy_fdtable_event_current(const evpy_fdtable_t *t, const evpy_event_t *ev)
+{
+    return ev->fd >= 0 && ev->fd < t->cap && t->slots[ev->fd].have != 0
+           && t->slots[ev->fd].gen == ev->gen;
+}
 
 /* Applies every pending change. Failures (a transport's fd closed behind
  * its back) are dropped: the slot keeps want == have == what the kernel

@@ -3,7 +3,6 @@
 #include "poller.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 static const evpy_poller_ops_t *const backends[] = {
@@ -20,9 +19,6 @@ int
 evpy_poller_open(evpy_poller_t **out, const char *name)
 {
     size_t n = sizeof(backends) / sizeof(backends[0]);
-    if (name == NULL || name[0] == '\0') {
-        name = getenv("EVPY_POLLER");
-    }
     if (name == NULL || name[0] == '\0') {
         return backends[0]->open(out);
     }

@@ -14,6 +14,10 @@
  *  e) EPOLLERR and EPOLLHUP are reported even when not asked for: they are
  *     delivered as read+write readiness, so the callback sees the error on
  *     its next syscall instead of the loop spinning.
+ *  g) Because of (a) and (b), an event can belong to a registration made
+ *     for an earlier file under the same fd number (its fd closed while a
+ *     dup kept it open): each registration's data carries the caller's
+ *     generation next to the fd, so the caller can ignore such events.
  *  f) epoll_wait's timeout is in whole milliseconds, which turns a 100 us
  *     timer into a 1 ms sleep: epoll_pwait2 (Linux 5.11) takes a timespec,
  *     and we fall back to rounding up when the kernel lacks it (ENOSYS).
@@ -75,15 +79,21 @@ to_epoll(unsigned mask)
            | ((mask & EVPY_WRITE) ? EPOLLOUT : 0);
 }
 
+/* The event data: the fd in the low half, the generation in the high
+ * half (g). */
 static int
-epoll_ctl_op(epoll_poller_t *p, int op, int fd, unsigned mask)
+epoll_ctl_op(epoll_poller_t *p, int op, int fd, unsigned mask, uint32_t gen)
 {
-    struct epoll_event ev = {.events = to_epoll(mask), .data.fd = fd};
+    struct epoll_event ev = {
+        .events = to_epoll(mask),
+        .data.u64 = ((uint64_t)gen << 32) | (uint32_t)fd,
+    };
     return epoll_ctl(p->epfd, op, fd, &ev) == 0 ? 0 : -errno;
 }
 
 static int
-epoll_ctl_change(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
+epoll_ctl_change(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
+                 uint32_t gen)
 {
     epoll_poller_t *p = (epoll_poller_t *)base;
     int rc;
@@ -91,19 +101,19 @@ epoll_ctl_change(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
         if (old == 0) {
             return 0;
         }
-        rc = epoll_ctl_op(p, EPOLL_CTL_DEL, fd, 0);
+        rc = epoll_ctl_op(p, EPOLL_CTL_DEL, fd, 0, gen);
         return (rc == -ENOENT || rc == -EBADF) ? 0 : rc; /* (c) */
     }
     if (old == 0) {
-        rc = epoll_ctl_op(p, EPOLL_CTL_ADD, fd, new_);
+        rc = epoll_ctl_op(p, EPOLL_CTL_ADD, fd, new_, gen);
         if (rc == -EEXIST) { /* (b) */
-            rc = epoll_ctl_op(p, EPOLL_CTL_MOD, fd, new_);
+            rc = epoll_ctl_op(p, EPOLL_CTL_MOD, fd, new_, gen);
         }
         return rc;
     }
-    rc = epoll_ctl_op(p, EPOLL_CTL_MOD, fd, new_);
+    rc = epoll_ctl_op(p, EPOLL_CTL_MOD, fd, new_, gen);
     if (rc == -ENOENT) { /* (a) */
-        rc = epoll_ctl_op(p, EPOLL_CTL_ADD, fd, new_);
+        rc = epoll_ctl_op(p, EPOLL_CTL_ADD, fd, new_, gen);
     }
     return rc;
 }
@@ -164,7 +174,9 @@ epoll_wait_events(evpy_poller_t *base, evpy_event_t *events, int max,
         if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) { /* (e) */
             mask |= EVPY_WRITE;
         }
-        events[i].fd = p->buf[i].data.fd;
+        uint64_t data = p->buf[i].data.u64;
+        events[i].fd = (int)(uint32_t)data;
+        events[i].gen = (uint32_t)(data >> 32);
         events[i].events = mask;
     }
     return n;

@@ -9,6 +9,9 @@
  *     wait; each is delivered separately and the owner handles both.
  *  d) EV_ERROR in a returned event, and EV_EOF, are delivered as readiness
  *     so the owner's next syscall sees the error.
+ *  f) kqueue drops an fd's filters when the fd is closed, so no event
+ *     outlives its fd number; each filter's udata still carries the
+ *     caller's generation, reported with its events as on epoll.
  *  e) kqueue descriptors are not inherited across fork, and do not need
  *     CLOEXEC; we still set it where the system has kqueue1/O_CLOEXEC.
  */
@@ -61,21 +64,29 @@ kq_close(evpy_poller_t *base)
     free(p);
 }
 
+/* The generation rides in udata (f), whose type differs between the
+ * BSDs (void * or intptr_t): converted through uintptr_t both ways. */
+#define KQ_UDATA(gen) ((void *)(uintptr_t)(gen))
+
 static int
-kq_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
+kq_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
+       uint32_t gen)
 {
     kq_poller_t *p = (kq_poller_t *)base;
     struct kevent ch[2];
     int n = 0;
+    /* The generation is new only when old == 0 (see fdtable.c): filters
+     * that stay keep theirs. */
     unsigned diff = old ^ new_;
     if (diff & EVPY_READ) {
         EV_SET(&ch[n], (uintptr_t)fd, EVFILT_READ,
-               (new_ & EVPY_READ) ? EV_ADD : EV_DELETE, 0, 0, NULL);
+               (new_ & EVPY_READ) ? EV_ADD : EV_DELETE, 0, 0, KQ_UDATA(gen));
         n++;
     }
     if (diff & EVPY_WRITE) {
         EV_SET(&ch[n], (uintptr_t)fd, EVFILT_WRITE,
-               (new_ & EVPY_WRITE) ? EV_ADD : EV_DELETE, 0, 0, NULL);
+               (new_ & EVPY_WRITE) ? EV_ADD : EV_DELETE, 0, 0,
+               KQ_UDATA(gen));
         n++;
     }
     if (n == 0) {
@@ -127,6 +138,7 @@ kq_wait(evpy_poller_t *base, evpy_event_t *events, int max,
             mask = EVPY_WRITE;
         }
         events[i].fd = (int)k->ident;
+        events[i].gen = (uint32_t)(uintptr_t)k->udata;
         events[i].events = mask;
     }
     return n;

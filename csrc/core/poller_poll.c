@@ -11,6 +11,9 @@
  *     system has it; otherwise we round up so a timer never fires early.
  *  d) More fds may be ready than the caller's buffer holds: the rest stay
  *     level-triggered and are reported by the next wait.
+ *  f) Interest lives here, per fd number, so an event never belongs to an
+ *     earlier file: each entry still reports the generation it was given,
+ *     as the other backends do.
  *  e) poll accepts any fd number, open or not, and regular files (always
  *     "ready"). epoll refuses both (EBADF, EPERM) when interest is added and
  *     asyncio users see those errors from add_reader, so a new fd is checked
@@ -31,6 +34,7 @@
 typedef struct {
     evpy_poller_t base;
     struct pollfd *fds;
+    uint32_t *gens;  /* generation of each fds[] entry (f) */
     int nfds;
     int cap;
     int *slot; /* fd -> index in fds, -1 if absent */
@@ -54,6 +58,7 @@ pp_close(evpy_poller_t *base)
 {
     poll_poller_t *p = (poll_poller_t *)base;
     free(p->fds);
+    free(p->gens);
     free(p->slot);
     free(p);
 }
@@ -88,7 +93,8 @@ to_poll(unsigned mask)
 }
 
 static int
-pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
+pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
+       uint32_t gen)
 {
     poll_poller_t *p = (poll_poller_t *)base;
     (void)old;
@@ -105,6 +111,7 @@ pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
             p->nfds--;
             if (i != p->nfds) {
                 p->fds[i] = p->fds[p->nfds];
+                p->gens[i] = p->gens[p->nfds];
                 p->slot[p->fds[i].fd] = i;
             }
             p->slot[fd] = -1;
@@ -126,6 +133,11 @@ pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
                 return -ENOMEM;
             }
             p->fds = nf;
+            uint32_t *ng = realloc(p->gens, sizeof(*ng) * (size_t)ncap);
+            if (ng == NULL) {
+                return -ENOMEM; /* fds[] grew: harmless, cap unchanged */
+            }
+            p->gens = ng;
             p->cap = ncap;
         }
         i = p->nfds++;
@@ -134,6 +146,7 @@ pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_)
     }
     p->fds[i].events = to_poll(new_);
     p->fds[i].revents = 0;
+    p->gens[i] = gen;
     return 0;
 }
 
@@ -182,6 +195,7 @@ pp_wait(evpy_poller_t *base, evpy_event_t *events, int max,
             mask |= EVPY_WRITE;
         }
         events[out].fd = p->fds[i].fd;
+        events[out].gen = p->gens[i];
         events[out].events = mask;
         out++;
     }

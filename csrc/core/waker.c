@@ -52,9 +52,12 @@ evpy_waker_close(evpy_waker_t *w)
     w->rfd = w->wfd = -1;
 }
 
+/* Both may run in a signal handler or another thread, between a failed
+ * call and the caller's look at errno: errno is left as it was. */
 void
 evpy_waker_wake(evpy_waker_t *w)
 {
+    int saved_errno = errno;
     ssize_t n;
 #if EVPY_HAVE_EVENTFD
     uint64_t one = 1;
@@ -68,11 +71,13 @@ evpy_waker_wake(evpy_waker_t *w)
     } while (n < 0 && errno == EINTR);
 #endif
     (void)n; /* EAGAIN: a wake-up is already pending */
+    errno = saved_errno;
 }
 
 void
 evpy_waker_drain(evpy_waker_t *w)
 {
+    int saved_errno = errno;
     ssize_t n;
 #if EVPY_HAVE_EVENTFD
     /* One read resets an eventfd's counter: no second read to see EAGAIN. */
@@ -88,4 +93,5 @@ evpy_waker_drain(evpy_waker_t *w)
     } while (n == (ssize_t)sizeof(buf) || (n < 0 && errno == EINTR));
 #endif
     (void)n;
+    errno = saved_errno;
 }

@@ -10,7 +10,8 @@ typedef struct {
 
 int evpy_waker_open(evpy_waker_t *w);
 void evpy_waker_close(evpy_waker_t *w);
-/* Async-signal-safe; a full pipe or counter means a wake-up is pending. */
+/* Async-signal-safe; a full pipe or counter means a wake-up is pending.
+ * wake and drain leave errno as they found it. */
 void evpy_waker_wake(evpy_waker_t *w);
 void evpy_waker_drain(evpy_waker_t *w);
 
