@@ -552,6 +552,27 @@ def test_many_clients(loop):
     run(loop, main())
 
 
+async def connect_out_of_fds(loop, client, addr, contexts, then=None):
+    """Connect client to the server at addr with RLIMIT_NOFILE lowered to
+    the lowest free descriptor, so the server's accept() fails (EMFILE);
+    wait until the exception handler has filled contexts, call then()
+    while still at the limit, and restore the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.dup(0)
+    os.close(probe)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+    try:
+        await loop.sock_connect(client, addr)
+        for _ in range(200):
+            if contexts:
+                break
+            await asyncio.sleep(0.01)
+        if then is not None:
+            then()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.mark.expect_handler_calls
 def test_accept_emfile_pauses_and_recovers(loop, monkeypatch):
     monkeypatch.setattr(asyncio.constants, 'ACCEPT_RETRY_DELAY', 0.05)
@@ -570,18 +591,7 @@ def test_accept_emfile_pauses_and_recovers(loop, monkeypatch):
         client = socket.socket()
         client.setblocking(False)
         try:
-            # The lowest free descriptor becomes the limit: accept() fails.
-            probe = os.dup(0)
-            os.close(probe)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
-            try:
-                await loop.sock_connect(client, addr)
-                for _ in range(200):
-                    if contexts:
-                        break
-                    await asyncio.sleep(0.01)
-            finally:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            await connect_out_of_fds(loop, client, addr, contexts)
             assert contexts, 'accept() never failed'
             ctx = contexts[0]
             assert ctx['message'] == 'socket.accept() out of system resource'
@@ -628,20 +638,10 @@ def test_close_while_accept_paused(loop, monkeypatch):
         client = socket.socket()
         client.setblocking(False)
         try:
-            probe = os.dup(0)
-            os.close(probe)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
-            try:
-                await loop.sock_connect(client, addr)
-                for _ in range(200):
-                    if contexts:
-                        break
-                    await asyncio.sleep(0.01)
-                # Closed while accepting is paused: the retry must not
-                # resurrect the listening socket.
-                server.close()
-            finally:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            # Closed while accepting is paused: the retry must not
+            # resurrect the listening socket.
+            await connect_out_of_fds(loop, client, addr, contexts,
+                                     then=server.close)
             await server.wait_closed()
             await asyncio.sleep(0.4)  # past the retry
         finally:
