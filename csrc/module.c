@@ -227,7 +227,8 @@ module_exec(PyObject *mod)
 #endif
         "poll";
     if (PyModule_AddFunctions(mod, evpy_accept_methods) < 0
-        || PyModule_AddFunctions(mod, evpy_process_methods) < 0) {
+        || PyModule_AddFunctions(mod, evpy_process_methods) < 0
+        || evpy_process_add_types(mod) < 0) {
         return -1;
     }
     if (PyModule_AddStringConstant(mod, "BACKENDS", backends) < 0) {

@@ -444,6 +444,9 @@ def test_pidfd_closed_when_waitpid_fails(loop, kind):
     # pidfd is closed (and no longer polled) all the same.
     if kind == 'asyncio' and sys.version_info < (3, 14):
         pytest.skip("asyncio's loop reaps with pidfds from 3.14")
+    if kind == 'evpy':
+        pytest.skip('evpy calls waitpid() in C, not os.waitpid: see '
+                    'test_reaper_error_closes_pidfd')
     from unittest import mock
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
@@ -467,6 +470,41 @@ def test_pidfd_closed_when_waitpid_fails(loop, kind):
 
     run(loop, main())
     assert [type(ctx.get('exception')) for ctx in errors] == [OSError]
+
+
+@pytest.mark.evpy_only
+@pytest.mark.expect_handler_calls
+def test_reaper_error_closes_pidfd(loop):
+    # evpy's reaper (C, csrc/proctransport.c): an exception while reaping
+    # goes to the exception handler, and the pidfd is closed and no longer
+    # polled all the same.  Injected where the reaper calls back into
+    # Python: the child was reaped elsewhere (waitpid() says ECHILD).
+    from unittest import mock
+    from evpy.process import ProcessTransport
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import time; time.sleep(30)')
+        assert len(_pidfd_links()) == 1
+        with mock.patch.object(ProcessTransport, '_reaped_elsewhere',
+                               side_effect=OSError('unexpected')) as m:
+            # Kill and reap it before the loop looks at the pidfd.
+            os.kill(proc.pid, signal.SIGKILL)
+            os.waitpid(proc.pid, 0)
+            while not m.called:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)  # a polled pidfd would fire again
+            assert m.call_count == 1
+        assert _pidfd_links() == []
+        assert proc.returncode is None
+        proc._transport._process_exited(-9)
+        assert await proc.wait() == -9
+
+    run(loop, main())
+    assert [type(ctx.get('exception')) for ctx in errors] == [OSError]
+    assert errors[0]['transport'] is not None
 
 
 @pytest.mark.evpy_only
