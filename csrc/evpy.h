@@ -29,6 +29,8 @@
 
 /* -- module state --------------------------------------------------------- */
 
+#define EVPY_PROC_NAMES 20
+
 typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
@@ -79,6 +81,11 @@ typedef struct {
      * handle class: evpy.loop.ThreadSafeHandle, a subclass of it wrapping
      * our Handle (set from Python; NULL: the Handle itself). */
     PyObject *ts_handle_type;
+    /* csrc/proctransport.c's: os.get_exec_path and the names it looks up
+     * per child (set by evpy_process_add_types, cleared by
+     * evpy_process_state_clear) */
+    PyObject *get_exec_path;
+    PyObject *proc_str[EVPY_PROC_NAMES];
 } evpy_state;
 
 extern PyModuleDef evpy_module_def;

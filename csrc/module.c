@@ -256,6 +256,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->TransportSocket);
     Py_VISIT(st->format_module);
     Py_VISIT(st->ts_handle_type);
+    Py_VISIT(st->get_exec_path);
     return 0;
 }
 
@@ -263,6 +264,7 @@ static int
 module_clear(PyObject *mod)
 {
     evpy_state *st = evpy_get_state(mod);
+    evpy_process_state_clear(st);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);

@@ -18,5 +18,7 @@ int evpy_spawn(PyObject *const *a, int out[5]);
 
 /* Adds _core.ProcessTransport (csrc/proctransport.c; Linux only). */
 int evpy_process_add_types(PyObject *mod);
+/* Drops what evpy_process_add_types put in the module state. */
+void evpy_process_state_clear(evpy_state *st);
 
 #endif /* EVPY_PROCESS_H */

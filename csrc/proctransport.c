@@ -30,6 +30,55 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The names looked up per child, interned in the module state. */
+enum {
+    N_M_PROCESS_EXITED,
+    N_CALL_CONNECTION_LOST,
+    N_CONNECTION_MADE,
+    N_PROCESS_EXITED,
+    N_PIPE_DATA_RECEIVED,
+    N_PIPE_CONNECTION_LOST,
+    N_DISCONNECTED,
+    N_PIPE,
+    N_CLOSE,
+    N_CREATE_FUTURE,
+    N_SET_RESULT,
+    N_CANCELLED,
+    N_RETURNCODE,
+    N_CALL_SOON,
+    N_CONNECTION_LOST,
+    N_KILL_IF_RUNNING,
+    N_APPEND,
+    N_GET_DEBUG,
+    N_COUNT
+};
+static const char *const pt_names[N_COUNT] = {
+    "_process_exited",
+    "_call_connection_lost",
+    "connection_made",
+    "process_exited",
+    "pipe_data_received",
+    "pipe_connection_lost",
+    "disconnected",
+    "pipe",
+    "close",
+    "create_future",
+    "set_result",
+    "cancelled",
+    "returncode",
+    "call_soon",
+    "connection_lost",
+    "_kill_if_running",
+    "append",
+    "get_debug",
+};
+
+#define NAME(self, n) ((self)->st->proc_str[(n)])
+
+#if N_COUNT > EVPY_PROC_NAMES
+#  error "raise EVPY_PROC_NAMES in evpy.h"
+#endif
+
 typedef struct {
     IOObject io;                /* io.fd: the pidfd (owned), -1 once closed;
                                  * io.loop: set while it is watched */
@@ -85,13 +134,8 @@ pt_call_soon(ProcObject *self, PyObject *cb, PyObject *const *args,
     for (Py_ssize_t i = 0; i < nargs; i++) {
         stack[2 + i] = args[i];
     }
-    PyObject *name = PyUnicode_FromString("call_soon");
-    if (name == NULL) {
-        return -1;
-    }
-    PyObject *r = PyObject_VectorcallMethod(name, stack, (size_t)(2 + nargs),
-                                            NULL);
-    Py_DECREF(name);
+    PyObject *r = PyObject_VectorcallMethod(NAME(self, N_CALL_SOON), stack,
+                                            (size_t)(2 + nargs), NULL);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -110,8 +154,10 @@ pt_call(ProcObject *self, PyObject *cb, PyObject *const *args,
         for (Py_ssize_t i = 0; i < nargs; i++) {
             PyTuple_SET_ITEM(data, i, Py_NewRef(args[i]));
         }
-        PyObject *r = PyObject_CallMethod(self->pending_calls, "append",
-                                          "((OO))", cb, data);
+        PyObject *pair = PyTuple_Pack(2, cb, data);
+        PyObject *r = pair == NULL ? NULL : PyObject_CallMethodOneArg(
+            self->pending_calls, NAME(self, N_APPEND), pair);
+        Py_XDECREF(pair);
         Py_DECREF(data);
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
@@ -121,11 +167,11 @@ pt_call(ProcObject *self, PyObject *cb, PyObject *const *args,
 
 /* _call(self._protocol.<name>, *args) */
 static int
-pt_call_protocol(ProcObject *self, const char *name, PyObject *const *args,
+pt_call_protocol(ProcObject *self, int name, PyObject *const *args,
                  Py_ssize_t nargs)
 {
     PyObject *proto = self->protocol != NULL ? self->protocol : Py_None;
-    PyObject *cb = PyObject_GetAttrString(proto, name);
+    PyObject *cb = PyObject_GetAttr(proto, NAME(self, name));
     if (cb == NULL) {
         return -1;
     }
@@ -144,7 +190,7 @@ pt_loop_debug(ProcObject *self)
     if (PyObject_TypeCheck(loop, self->st->LoopType)) {
         return ((LoopObject *)loop)->debug;
     }
-    PyObject *r = PyObject_CallMethod(loop, "get_debug", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(loop, NAME(self, N_GET_DEBUG));
     if (r == NULL) {
         return -1;
     }
@@ -172,7 +218,7 @@ pt_try_finish(ProcObject *self, PyObject *Py_UNUSED(ignored))
             if (proto == Py_None) {
                 Py_RETURN_NONE;
             }
-            PyObject *d = PyObject_GetAttrString(proto, "disconnected");
+            PyObject *d = PyObject_GetAttr(proto, NAME(self, N_DISCONNECTED));
             if (d == NULL) {
                 return NULL;
             }
@@ -184,8 +230,8 @@ pt_try_finish(ProcObject *self, PyObject *Py_UNUSED(ignored))
         }
     }
     self->finished = 1;
-    PyObject *cb = PyObject_GetAttrString((PyObject *)self,
-                                          "_call_connection_lost");
+    PyObject *cb = PyObject_GetAttr((PyObject *)self,
+                                   NAME(self, N_CALL_CONNECTION_LOST));
     if (cb == NULL) {
         return NULL;
     }
@@ -224,18 +270,18 @@ pt_process_exited(ProcObject *self, PyObject *returncode)
     }
     Py_XSETREF(self->returncode, Py_NewRef(returncode));
     if (self->popen != NULL) {
-        PyObject *prc = PyObject_GetAttrString(self->popen, "returncode");
+        PyObject *prc = PyObject_GetAttr(self->popen, NAME(self, N_RETURNCODE));
         if (prc == NULL) {
             return NULL;
         }
         int unset = prc == Py_None;
         Py_DECREF(prc);
-        if (unset && PyObject_SetAttrString(self->popen, "returncode",
+        if (unset && PyObject_SetAttr(self->popen, NAME(self, N_RETURNCODE),
                                             returncode) < 0) {
             return NULL;
         }
     }
-    if (pt_call_protocol(self, "process_exited", NULL, 0) < 0) {
+    if (pt_call_protocol(self, N_PROCESS_EXITED, NULL, 0) < 0) {
         return NULL;
     }
     return pt_try_finish(self, NULL);
@@ -245,7 +291,8 @@ static PyObject *
 pt_call_connection_lost(ProcObject *self, PyObject *exc)
 {
     PyObject *proto = self->protocol != NULL ? self->protocol : Py_None;
-    PyObject *r = PyObject_CallMethod(proto, "connection_lost", "O", exc);
+    PyObject *r = PyObject_CallMethodOneArg(proto, NAME(self, N_CONNECTION_LOST),
+                                             exc);
     PyObject *err = r == NULL ? evpy_fetch_exc() : NULL;
     Py_XDECREF(r);
     /* finally: wake up what waits in wait() */
@@ -255,12 +302,12 @@ pt_call_connection_lost(ProcObject *self, PyObject *exc)
         PyObject *rc = self->returncode != NULL ? self->returncode : Py_None;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); i++) {
             PyObject *w = PyList_GET_ITEM(waiters, i);
-            PyObject *c = PyObject_CallMethod(w, "cancelled", NULL);
+            PyObject *c = PyObject_CallMethodNoArgs(w, NAME(self, N_CANCELLED));
             int cancelled = c == NULL ? -1 : PyObject_IsTrue(c);
             Py_XDECREF(c);
             PyObject *s = NULL;
             if (cancelled == 0) {
-                s = PyObject_CallMethod(w, "set_result", "O", rc);
+                s = PyObject_CallMethodOneArg(w, NAME(self, N_SET_RESULT), rc);
             }
             if (cancelled < 0 || (cancelled == 0 && s == NULL)) {
                 /* as a raising `finally` would: this error wins */
@@ -325,19 +372,19 @@ pt_reaped(ProcObject *self, LoopObject *loop, PyObject *rc)
 {
     Py_XSETREF(self->reaped, Py_NewRef(rc));
     if (self->popen != NULL) {
-        PyObject *prc = PyObject_GetAttrString(self->popen, "returncode");
+        PyObject *prc = PyObject_GetAttr(self->popen, NAME(self, N_RETURNCODE));
         if (prc == NULL) {
             return -1;
         }
         int unset = prc == Py_None;
         Py_DECREF(prc);
-        if (unset && PyObject_SetAttrString(self->popen, "returncode",
+        if (unset && PyObject_SetAttr(self->popen, NAME(self, N_RETURNCODE),
                                             rc) < 0) {
             return -1;
         }
     }
-    PyObject *cb = PyObject_GetAttrString((PyObject *)self,
-                                          "_process_exited");
+    PyObject *cb = PyObject_GetAttr((PyObject *)self,
+                                   NAME(self, N_M_PROCESS_EXITED));
     if (cb == NULL) {
         return -1;
     }
@@ -574,15 +621,7 @@ pt_start(ProcObject *self, PyObject *args, int shell, PyObject *stdin_,
     if (names == NULL) {
         goto done;
     }
-    PyObject *os = PyImport_ImportModule("os");
-    if (os == NULL) {
-        goto done;
-    }
-    gep = PyObject_GetAttrString(os, "get_exec_path");
-    Py_DECREF(os);
-    if (gep == NULL) {
-        goto done;
-    }
+    gep = Py_NewRef(self->st->get_exec_path);
     PyObject *a[13] = {argv, executable, env, cwd, stdin_, stdout_, stderr_,
                        want_close ? Py_True : Py_False, pass_fds, flags,
                        pgid, names, gep};
@@ -711,7 +750,7 @@ pt_init(ProcObject *self, PyObject *args, PyObject *kwds)
         }
         Py_DECREF(r);
     }
-    PyObject *cb = PyObject_GetAttrString(protocol, "connection_made");
+    PyObject *cb = PyObject_GetAttr(protocol, NAME(self, N_CONNECTION_MADE));
     if (cb == NULL) {
         return -1;
     }
@@ -758,7 +797,7 @@ pt_get_pipe_transport(ProcObject *self, PyObject *fd)
     if (proto == NULL) {
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
-    return PyObject_GetAttrString(proto, "pipe");
+    return PyObject_GetAttr(proto, NAME(self, N_PIPE));
 }
 
 static PyObject *
@@ -787,14 +826,15 @@ static PyObject *
 pt_wait(ProcObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *loop = self->returncode != NULL ? self->home : self->aloop;
-    PyObject *fut = PyObject_CallMethod(loop != NULL ? loop : Py_None,
-                                        "create_future", NULL);
+    PyObject *fut = PyObject_CallMethodNoArgs(loop != NULL ? loop : Py_None,
+                                              NAME(self, N_CREATE_FUTURE));
     if (fut == NULL) {
         return NULL;
     }
     PyObject *r;
     if (self->returncode != NULL) {
-        r = PyObject_CallMethod(fut, "set_result", "O", self->returncode);
+        r = PyObject_CallMethodOneArg(fut, NAME(self, N_SET_RESULT),
+                                      self->returncode);
     }
     else if (self->exit_waiters == NULL) {
         PyErr_SetString(PyExc_AttributeError,
@@ -822,7 +862,7 @@ pt_pipe_data_received(ProcObject *self, PyObject *const *args,
                         "_pipe_data_received() takes 2 arguments");
         return NULL;
     }
-    if (pt_call_protocol(self, "pipe_data_received", args, 2) < 0) {
+    if (pt_call_protocol(self, N_PIPE_DATA_RECEIVED, args, 2) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -837,7 +877,7 @@ pt_pipe_connection_lost(ProcObject *self, PyObject *const *args,
                         "_pipe_connection_lost() takes 2 arguments");
         return NULL;
     }
-    if (pt_call_protocol(self, "pipe_connection_lost", args, 2) < 0) {
+    if (pt_call_protocol(self, N_PIPE_CONNECTION_LOST, args, 2) < 0) {
         return NULL;
     }
     return pt_try_finish(self, NULL);
@@ -861,9 +901,9 @@ pt_close(ProcObject *self, PyObject *Py_UNUSED(ignored))
             if (proto == Py_None) {
                 continue;
             }
-            PyObject *pipe = PyObject_GetAttrString(proto, "pipe");
+            PyObject *pipe = PyObject_GetAttr(proto, NAME(self, N_PIPE));
             PyObject *r = pipe == NULL ? NULL
-                          : PyObject_CallMethod(pipe, "close", NULL);
+                : PyObject_CallMethodNoArgs(pipe, NAME(self, N_CLOSE));
             Py_XDECREF(pipe);
             if (r == NULL) {
                 err = evpy_fetch_exc();
@@ -875,8 +915,8 @@ pt_close(ProcObject *self, PyObject *Py_UNUSED(ignored))
     }
     /* finally: kill the child if it is still running */
     if (self->returncode == NULL && self->reaped == NULL) {
-        PyObject *r = PyObject_CallMethod((PyObject *)self,
-                                          "_kill_if_running", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(
+            (PyObject *)self, NAME(self, N_KILL_IF_RUNNING));
         if (r == NULL) {
             Py_XDECREF(err);
             err = evpy_fetch_exc();
@@ -1156,6 +1196,25 @@ evpy_process_add_types(PyObject *mod)
     if (base == NULL) {
         return -1;
     }
+    evpy_state *st = evpy_get_state(mod);
+    for (int i = 0; i < N_COUNT; i++) {
+        st->proc_str[i] = PyUnicode_InternFromString(pt_names[i]);
+        if (st->proc_str[i] == NULL) {
+            Py_DECREF(base);
+            return -1;
+        }
+    }
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL) {
+        Py_DECREF(base);
+        return -1;
+    }
+    st->get_exec_path = PyObject_GetAttrString(os, "get_exec_path");
+    Py_DECREF(os);
+    if (st->get_exec_path == NULL) {
+        Py_DECREF(base);
+        return -1;
+    }
     PyObject *tp = PyType_FromModuleAndSpec(mod, &pt_spec, base);
     Py_DECREF(base);
     if (tp == NULL) {
@@ -1167,4 +1226,13 @@ evpy_process_add_types(PyObject *mod)
 #else
     return 0;
 #endif
+}
+
+void
+evpy_process_state_clear(evpy_state *st)
+{
+    Py_CLEAR(st->get_exec_path);
+    for (int i = 0; i < EVPY_PROC_NAMES; i++) {
+        Py_CLEAR(st->proc_str[i]);
+    }
 }
