@@ -14,9 +14,13 @@ fcntl calls on each pipe, and pidfd_open() (the pidfd comes with the
 clone() that starts the child).  The pipe transports are built at once,
 so the callbacks keep asyncio's order (each pipe protocol's
 connection_made, then the protocol's connection_made, then data, pipe
-losses, process_exited, and connection_lost after all of them); the
-state machine after that (pipe data, exits, _wait, connection_lost) is
-asyncio's BaseSubprocessTransport, inherited as is.
+losses, process_exited, and connection_lost after all of them).  The
+per-child work (set-up and spawn, the pidfd reaper, asyncio's exit
+bookkeeping, _wait, the pipe callbacks, close, the getters) is the C base
+class _core.ProcessTransport (csrc/proctransport.c), which keeps asyncio's
+BaseSubprocessTransport state under its attribute names; that class is a
+base too, for its repr and the rest.  What is here is the cold paths the C
+side calls.
 
 get_extra_info('subprocess') is a subprocess.Popen as with asyncio, made
 when first asked for (pid, args, returncode, the pipe file objects; its
