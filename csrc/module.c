@@ -66,7 +66,8 @@ module_exec(PyObject *mod)
     }
     if (evpy_transport_add_base_type(mod, st) < 0
         || evpy_stream_add_type(mod, st) < 0
-        || evpy_datagram_add_type(mod, st) < 0) {
+        || evpy_datagram_add_type(mod, st) < 0
+        || evpy_process_add_types(mod) < 0) {
         return -1;
     }
     const char *backends =

@@ -442,31 +442,28 @@ int_compare(const void *a, const void *b)
  * flags: 1 restore_signals, 2 start_new_session.  err_names: the OSError
  * filename for a failed exec, chdir and anything else.  An OSError from
  * the child is raised after it was reaped; nothing is left open then. */
-static PyObject *
-spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
+int
+evpy_spawn(PyObject *const *a, int out[5])
 {
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "spawn() takes 13 arguments");
-        return NULL;
-    }
     PyObject *args = a[0], *executable = a[1], *env = a[2], *cwd = a[3];
     PyObject *pass_fds = a[8], *err_names = a[11];
     if (!PyTuple_Check(err_names) || PyTuple_GET_SIZE(err_names) != 3) {
         PyErr_SetString(PyExc_TypeError, "err_names must be a 3-tuple");
-        return NULL;
+        return -1;
     }
     int close_fds = PyObject_IsTrue(a[7]);
     int flags, pgid;
     if (close_fds < 0 || as_int(a[9], &flags) < 0
         || as_int(a[10], &pgid) < 0) {
-        return NULL;
+        return -1;
     }
     if (PySys_Audit("subprocess.Popen", "OOOO", executable, args, cwd,
                     env) < 0) {
-        return NULL;
+        return -1;
     }
 
-    PyObject *result = NULL, *cwd_b = NULL;
+    int result = -1;
+    PyObject *cwd_b = NULL;
     cstrings argv = {NULL, NULL}, envp = {NULL, NULL}, exes = {NULL, NULL};
     int *keep = NULL;
     char *stack = NULL;
@@ -477,7 +474,7 @@ spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
 
     for (int i = 0; i < 3; i++) {
         if (stdio_arg(a[4 + i], &arg[i]) < 0) {
-            return NULL;
+            return -1;
         }
     }
     if (argv_from(args, &argv) < 0
@@ -613,12 +610,13 @@ spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
         }
         goto fail;
     }
-    result = Py_BuildValue("iiiii", (int)pid, pidfd, parent_end[0],
-                           parent_end[1], parent_end[2]);
-    if (result != NULL) {
-        goto done;
+    out[0] = (int)pid;
+    out[1] = pidfd;
+    for (int i = 0; i < 3; i++) {
+        out[2 + i] = parent_end[i];
     }
-    /* No memory for the result: the child runs on, unwatched. */
+    result = 0;
+    goto done;
 
 fail:
     for (int i = 0; i < 3; i++) {
@@ -637,6 +635,29 @@ done:
     cstrings_free(&exes);
     Py_XDECREF(cwd_b);
     return result;
+}
+
+static PyObject *
+spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
+{
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "spawn() takes 13 arguments");
+        return NULL;
+    }
+    int out[5];
+    if (evpy_spawn(a, out) < 0) {
+        return NULL;
+    }
+    PyObject *r = Py_BuildValue("iiiii", out[0], out[1], out[2], out[3],
+                                out[4]);
+    if (r == NULL) {
+        /* No memory for the result: close what only we could close; the
+         * child runs on, unwatched. */
+        for (int i = 1; i < 5; i++) {
+            close_fd(&out[i]);
+        }
+    }
+    return r;
 }
 
 #endif /* __linux__ */

@@ -68,7 +68,21 @@
   X(str_close, "close")                                             \
   X(str_done, "done")                                               \
   X(str_set_result, "set_result")                                   \
-  X(str_set_exception, "set_exception")
+  X(str_set_exception, "set_exception")                             \
+  /* the subprocess transport (csrc/proctransport.c) */             \
+  X(str_m_process_exited, "_process_exited")                        \
+  X(str_process_exited, "process_exited")                           \
+  X(str_pipe_data_received, "pipe_data_received")                   \
+  X(str_pipe_connection_lost, "pipe_connection_lost")               \
+  X(str_kill_if_running, "_kill_if_running")                        \
+  X(str_disconnected, "disconnected")                               \
+  X(str_pipe, "pipe")                                               \
+  X(str_create_future, "create_future")                             \
+  X(str_cancelled, "cancelled")                                     \
+  X(str_returncode, "returncode")                                   \
+  X(str_call_soon, "call_soon")                                     \
+  X(str_append, "append")                                           \
+  X(str_get_debug, "get_debug")
 
 /* Python objects imported once: (field, module, attribute or NULL for the
  * module itself). */
@@ -79,7 +93,8 @@
   X(partial_type, "functools", "partial")                 \
   X(socket_type, "socket", "socket")                      \
   X(TransportSocket, "asyncio.trsock", "TransportSocket") \
-  X(tasks_module, "asyncio.tasks", NULL) /* Task looked up per call */
+  X(tasks_module, "asyncio.tasks", NULL) /* Task looked up per call */ \
+  X(get_exec_path, "os", "get_exec_path") /* _core.spawn's PATH */
 
 typedef struct {
     PyTypeObject *LoopType;

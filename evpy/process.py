@@ -14,9 +14,13 @@ fcntl calls on each pipe, and pidfd_open() (the pidfd comes with the
 clone() that starts the child).  The pipe transports are built at once,
 so the callbacks keep asyncio's order (each pipe protocol's
 connection_made, then the protocol's connection_made, then data, pipe
-losses, process_exited, and connection_lost after all of them); the
-state machine after that (pipe data, exits, _wait, connection_lost) is
-asyncio's BaseSubprocessTransport, inherited as is.
+losses, process_exited, and connection_lost after all of them).  The
+per-child work (set-up and spawn, the pidfd reaper, asyncio's exit
+bookkeeping, _wait, the pipe callbacks, close, the getters) is the C base
+class _core.ProcessTransport (csrc/proctransport.c), which keeps asyncio's
+BaseSubprocessTransport state under its attribute names; that class is a
+base too, for its repr and the rest.  What is here is the cold paths the C
+side calls.
 
 get_extra_info('subprocess') is a subprocess.Popen as with asyncio, made
 when first asked for (pid, args, returncode, the pipe file objects; its
@@ -28,14 +32,11 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
-import warnings
 
 from asyncio import base_subprocess
 
 from . import _core
-from ._compat import PY312 as _PY312, PY313 as _PY313
 from .pipes import PipesMixin
 from . import factories
 
@@ -79,90 +80,24 @@ def _child_running(pid):
     return info is None
 
 
-class ProcessTransport(base_subprocess.BaseSubprocessTransport):
-    """asyncio.SubprocessTransport over a child started by _core.spawn()."""
+class ProcessTransport(_core.ProcessTransport,
+                       base_subprocess.BaseSubprocessTransport):
+    """asyncio.SubprocessTransport over a child started by _core.spawn().
 
-    _popen = None        # the Popen of get_extra_info('subprocess')
-    _gone = False        # asyncio's `_proc is None`: connection lost
-    _reaped = None       # the return code once this transport reaped it
-    _pidfd = -1
+    ProcessTransport(loop, protocol, args, shell, stdin, stdout, stderr,
+    kwargs, extra=None) starts the child (kwargs: the Popen keywords
+    can_spawn() accepted); connection_made() and the pipes' are then
+    scheduled (the caller yields once before using the protocol).  The C
+    base class (csrc/proctransport.c) holds asyncio's state and does the
+    per-child work; what is here is the cold paths it calls."""
 
-    def __init__(self, loop, protocol, args, shell, stdin, stdout, stderr,
-                 kwargs, extra=None):
-        """Start the child; connection_made() and the pipes' are then
-        scheduled (the caller yields once before using the protocol)."""
-        self._extra = {} if extra is None else extra
-        self._closed = False
-        self._protocol = protocol
-        self._loop = loop
-        self._pid = None
-        self._returncode = None
-        self._exit_waiters = []
-        self._pending_calls = None
-        self._pipes = {}
-        self._finished = False
-        self._args = args  # Popen.args of the Popen made on demand
-        try:
-            # Popen._execute_child's argument handling, then _core.spawn().
-            if isinstance(args, (str, bytes)):
-                args = [args]
-            elif isinstance(args, os.PathLike):
-                if shell:
-                    raise TypeError('path-like args is not allowed when '
-                                    'shell is true')
-                args = [args]
-            else:
-                args = list(args)
-            if kwargs:
-                self._start(args, shell, stdin, stdout, stderr, **kwargs)
-            else:
-                self._start(args, shell, stdin, stdout, stderr)
-        except BaseException:
-            self.close()
-            raise
-        if loop._debug:
-            program = args[0]
-            logger.debug('process %r created: pid %s', program, self._pid)
-        loop.call_soon(protocol.connection_made, self)
-
-    def _start(self, args, shell, stdin, stdout, stderr, executable=None,
-               close_fds=True, pass_fds=(), cwd=None, env=None,
-               restore_signals=True, start_new_session=False,
-               process_group=None):
-        if shell:
-            args = ['/bin/sh', '-c'] + args
-            if executable:
-                args[0] = executable
-        if executable is None:
-            executable = args[0]
-        if pass_fds and not close_fds:
-            warnings.warn("pass_fds overriding close_fds.", RuntimeWarning)
-            close_fds = True
-        flags = ((1 if restore_signals else 0)
-                 | (2 if start_new_session else 0))
-        if stderr == subprocess.STDOUT and stdout is None:
-            stderr = sys.__stdout__.fileno()
-        names = (executable, cwd, None if _PY313 else cwd)
-        pid, pidfd, stdin_w, stdout_r, stderr_r = _spawn(
-            args, executable, env, cwd, stdin, stdout, stderr, close_fds,
-            pass_fds, flags, -1 if process_group is None else process_group,
-            names, _get_exec_path)
-        self._pid = pid
+    def _make_pipes(self, stdin_w, stdout_r, stderr_r):
+        # The pipe transports over the parent's ends (-1: none), which are
+        # this call's: closed here if it raises.
         loop = self._loop
-        try:
-            if pidfd >= 0:
-                self._pidfd = pidfd
-                loop.add_reader(pidfd, self._pidfd_ready)
-            else:
-                loop._watch_child(self)  # Linux < 5.2
-        except BaseException:
-            for fd in (pidfd, stdin_w, stdout_r, stderr_r):
-                if fd >= 0:
-                    os.close(fd)
-            self._pidfd = -1
-            raise
         pipes = self._pipes
-        for fd, end in ((0, stdin_w), (1, stdout_r), (2, stderr_r)):
+        ends = (stdin_w, stdout_r, stderr_r)
+        for fd, end in enumerate(ends):
             if end < 0:
                 continue
             try:
@@ -175,11 +110,39 @@ class ProcessTransport(base_subprocess.BaseSubprocessTransport):
                     proto.pipe = factories.adopt_pipe(
                         loop, _FileIO(end, 'rb'), end, proto, write=False)
             except BaseException:
-                for later in (stdin_w, stdout_r, stderr_r)[fd:]:
+                for later in ends[fd:]:
                     if later >= 0:
                         os.close(later)
                 raise
             pipes[fd] = proto
+
+    def _log_created(self):
+        args = self._args
+        program = (args if isinstance(args, (str, bytes, os.PathLike))
+                   else args[0])
+        logger.debug('process %r created: pid %s', program, self._pid)
+
+    def _log_exited(self, returncode):
+        logger.info('%r exited with return code %r', self, returncode)
+
+    def _reaper_failed(self, loop, exc):
+        # An unexpected error reaping the child (waitpid()): reported as
+        # a failing reader callback would be; the pidfd is closed.
+        loop.call_exception_handler({
+            'message': f'Exception in the child reaper of {self!r}',
+            'exception': exc,
+            'transport': self,
+        })
+
+    def _reaped_elsewhere(self):
+        """The return code of a child something else reaped
+        (Popen.wait()): the Popen's, else 255 with a warning."""
+        popen = self._popen
+        if popen is not None and popen.returncode is not None:
+            return popen.returncode
+        logger.warning('child process pid %d exit status already read: '
+                       'will report returncode 255', self._pid)
+        return 255
 
     # -- asyncio's `_proc`, made on demand ----------------------------------
 
@@ -240,74 +203,7 @@ class ProcessTransport(base_subprocess.BaseSubprocessTransport):
         popen = self._popen
         return popen is not None and popen.returncode is not None
 
-    def _pidfd_ready(self):
-        loop = self._loop
-        pidfd = self._pidfd
-        self._pidfd = -1
-        loop.remove_reader(pidfd)
-        pid = self._pid
-        try:
-            wpid, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            wpid, status = pid, None  # reaped elsewhere (Popen.wait())
-        finally:
-            os.close(pidfd)
-        if wpid == 0:
-            # Not reapable yet (cannot happen once the pidfd is readable,
-            # but never spin on it): wait in a thread instead.
-            loop._start_waitpid_thread(self, pid)
-            return
-        popen = self._popen
-        if status is not None:
-            returncode = os.waitstatus_to_exitcode(status)
-        elif popen is not None and popen.returncode is not None:
-            returncode = popen.returncode
-        else:
-            returncode = 255
-            logger.warning('child process pid %d exit status already read: '
-                           'will report returncode 255', pid)
-        self._reaped = returncode
-        if popen is not None and popen.returncode is None:
-            popen.returncode = returncode
-        if _PY312:
-            loop.call_soon(self._process_exited, returncode)
-        else:
-            # asyncio 3.11 skips one loop iteration here.
-            loop.call_soon(loop.call_soon, self._process_exited, returncode)
-
-    def _process_exited(self, returncode):
-        # asyncio's, with its _call() and _try_finish() inlined (nothing
-        # is pending: connection_made() was scheduled at once).
-        assert returncode is not None, returncode
-        assert self._returncode is None, self._returncode
-        loop = self._loop
-        if loop.get_debug():
-            logger.info('%r exited with return code %r', self, returncode)
-        self._returncode = returncode
-        popen = self._popen
-        if popen is not None and popen.returncode is None:
-            popen.returncode = returncode
-        loop.call_soon(self._protocol.process_exited)
-        assert not self._finished
-        for proto in self._pipes.values():
-            if not proto.disconnected:
-                return
-        self._finished = True
-        loop.call_soon(self._call_connection_lost, None)
-
     # -- closing and signals ------------------------------------------------
-
-    def close(self):
-        """Close the pipes and kill the child if it is still running."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            for proto in self._pipes.values():
-                proto.pipe.close()
-        finally:
-            if self._returncode is None and self._reaped is None:
-                self._kill_if_running()
 
     def _kill_if_running(self):
         if (self._gone or self._pid is None or self._exit_known()
@@ -341,15 +237,3 @@ class ProcessTransport(base_subprocess.BaseSubprocessTransport):
     def kill(self):
         """Send SIGKILL."""
         self.send_signal(signal.SIGKILL)
-
-    def __del__(self, _warn=warnings.warn):
-        try:
-            if not self._closed:
-                _warn(f"unclosed transport {self!r}", ResourceWarning,
-                      source=self)
-                self.close()
-        finally:
-            if self._pidfd >= 0:
-                # Collected unreaped: the loop (and its reader) went first.
-                os.close(self._pidfd)
-                self._pidfd = -1

@@ -444,6 +444,9 @@ def test_pidfd_closed_when_waitpid_fails(loop, kind):
     # pidfd is closed (and no longer polled) all the same.
     if kind == 'asyncio' and sys.version_info < (3, 14):
         pytest.skip("asyncio's loop reaps with pidfds from 3.14")
+    if kind == 'evpy':
+        pytest.skip('evpy calls waitpid() in C, not os.waitpid: see '
+                    'test_reaper_error_closes_pidfd')
     from unittest import mock
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
@@ -467,6 +470,41 @@ def test_pidfd_closed_when_waitpid_fails(loop, kind):
 
     run(loop, main())
     assert [type(ctx.get('exception')) for ctx in errors] == [OSError]
+
+
+@pytest.mark.evpy_only
+@pytest.mark.expect_handler_calls
+def test_reaper_error_closes_pidfd(loop):
+    # evpy's reaper (C, csrc/proctransport.c): an exception while reaping
+    # goes to the exception handler, and the pidfd is closed and no longer
+    # polled all the same.  Injected where the reaper calls back into
+    # Python: the child was reaped elsewhere (waitpid() says ECHILD).
+    from unittest import mock
+    from evpy.process import ProcessTransport
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import time; time.sleep(30)')
+        assert len(_pidfd_links()) == 1
+        with mock.patch.object(ProcessTransport, '_reaped_elsewhere',
+                               side_effect=OSError('unexpected')) as m:
+            # Kill and reap it before the loop looks at the pidfd.
+            os.kill(proc.pid, signal.SIGKILL)
+            os.waitpid(proc.pid, 0)
+            while not m.called:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)  # a polled pidfd would fire again
+            assert m.call_count == 1
+        assert _pidfd_links() == []
+        assert proc.returncode is None
+        proc._transport._process_exited(-9)
+        assert await proc.wait() == -9
+
+    run(loop, main())
+    assert [type(ctx.get('exception')) for ctx in errors] == [OSError]
+    assert errors[0]['transport'] is not None
 
 
 @pytest.mark.evpy_only
@@ -675,3 +713,92 @@ def test_replaced_popen_is_called(loop, monkeypatch):
         assert await p.wait() == 0
     run(loop, main())
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_transport_state_after_exit(loop, extra):
+    # asyncio's BaseSubprocessTransport attributes, which asyncio.subprocess
+    # and CPython's tests read: while running, then once connection_lost
+    # ran (_loop, _proc and _protocol None; the return code, _wait() and
+    # repr still answer).
+    async def main():
+        tr, pr = await loop.subprocess_exec(
+            lambda: Recorder(loop), 'true', stdin=None, stdout=None,
+            stderr=None, **extra)
+        name = type(tr).__name__
+        pid = tr.get_pid()
+        assert tr._loop is loop and tr._protocol is pr
+        assert tr.get_protocol() is pr
+        assert tr._pid == pid and tr._proc is not None
+        assert tr._pipes == {} and tr._pending_calls is None
+        assert not tr._finished and not tr._closed
+        assert repr(tr) in (f'<{name} pid={pid} running>',
+                            f'<{name} pid={pid} returncode=0>')
+        assert await pr.lost is None
+        assert tr._returncode == 0 and tr._finished
+        assert tr._loop is None and tr._proc is None
+        assert tr._protocol is None and tr._exit_waiters is None
+        assert await tr._wait() == 0
+        assert repr(tr) == f'<{name} pid={pid} returncode=0>'
+        with pytest.raises(ProcessLookupError):
+            tr.send_signal(signal.SIGTERM)
+        assert not tr.is_closing()
+        tr.close()
+        assert tr.is_closing() and tr._closed
+        assert repr(tr) == f'<{name} closed pid={pid} returncode=0>'
+        tr.set_protocol(pr)
+        assert tr.get_protocol() is pr
+        assert_reaped(pid)
+    run(loop, main())
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_unclosed_transport_warns(loop, extra):
+    import gc
+
+    async def main():
+        tr, pr = await loop.subprocess_exec(
+            lambda: Recorder(loop), 'true', stdin=None, stdout=None,
+            stderr=None, **extra)
+        await pr.lost
+        return tr
+
+    tr = run(loop, main())
+    with pytest.warns(ResourceWarning, match='unclosed transport'):
+        del tr
+        gc.collect()
+
+
+def test_debug_logging(loop, caplog):
+    import logging
+    loop.set_debug(True)
+    caplog.set_level(logging.DEBUG, logger='asyncio')
+
+    async def main():
+        tr, pr = await loop.subprocess_exec(
+            lambda: Recorder(loop), 'true', stdin=None, stdout=None,
+            stderr=None)
+        await pr.lost
+        tr.close()
+        return tr.get_pid(), repr(tr)
+
+    pid, name = run(loop, main())
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"process 'true' created: pid {pid}" in messages
+    assert any(m.endswith('exited with return code 0') for m in messages)
+
+
+def test_wait_from_many_waiters_and_cancelled_one(loop):
+    # Every _wait() gets the return code; a cancelled waiter is skipped.
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import sys; sys.stdin.read(); sys.exit(5)',
+            stdin=PIPE)
+        waiters = [asyncio.ensure_future(proc.wait()) for _ in range(3)]
+        await asyncio.sleep(0)
+        waiters[1].cancel()
+        proc.stdin.close()
+        assert await waiters[0] == 5 and await waiters[2] == 5
+        assert waiters[1].cancelled()
+        assert await proc.wait() == 5
+    run(loop, main())
