@@ -116,6 +116,11 @@ dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 static int
 dgram_error_received(DatagramObject *self, PyObject *exc)
 {
+    if (self->t.protocol == NULL) {
+        /* Detached: nobody to tell. */
+        Py_DECREF(exc);
+        return 0;
+    }
     PyObject *r = PyObject_CallMethod(self->t.protocol, "error_received",
                                       "O", exc);
     Py_DECREF(exc);
@@ -390,9 +395,11 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
             }
         }
         addr = self->address;
-        if (self->t.conn_lost) {
-            return evpy_tr_write_after_close(TR(self));
-        }
+    }
+    /* Connected or not: after the connection is lost the fd may already
+     * belong to someone else. */
+    if (self->t.conn_lost) {
+        return evpy_tr_write_after_close(TR(self));
     }
     if (self->dq_len == 0) {
         int rc = dgram_send_one(self, data, addr);

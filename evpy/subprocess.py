@@ -189,6 +189,9 @@ class SubprocessMixin:
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
                                          extra=None, **kwargs):
+        # Before the child exists (asyncio spawns it, then fails on the
+        # closed loop and leaves the child and its pipes behind).
+        self._check_closed()
         waiter = self.create_future()
         transport = SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,

@@ -44,7 +44,10 @@ class _Common:
         if not high >= low >= 0:
             raise ValueError(
                 f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
-        self._set_write_buffer_limits(high, low)
+        # asyncio compares sizes with any numbers: a float or an int past
+        # ssize_t means the same as its floor, capped.
+        self._set_write_buffer_limits(int(min(high, sys.maxsize)),
+                                      int(min(low, sys.maxsize)))
 
     def _flow_control_failed(self, name, exc):
         self._loop.call_exception_handler({
@@ -306,8 +309,9 @@ class _PipeTransport(_Common, _core.StreamTransport):
         if self._sock is None:
             return
         try:
-            if self._protocol is not None:
-                self._protocol.connection_lost(exc)
+            # As asyncio: a protocol set to None fails here, reported as
+            # a failed callback.
+            self._protocol.connection_lost(exc)
         finally:
             self._detach()
             self._sock.close()
@@ -341,7 +345,11 @@ class ReadPipeTransport(_PipeTransport):
             self._close_now(None)
 
     def abort(self):
-        self._close_now(None)
+        # Once the connection is lost there is nothing left to abort
+        # (asyncio's write pipe raises AttributeError from its dropped
+        # loop here).
+        if self._sock is not None:
+            self._close_now(None)
 
 
 class WritePipeTransport(_PipeTransport):
@@ -394,7 +402,11 @@ class WritePipeTransport(_PipeTransport):
             self.write_eof()
 
     def abort(self):
-        self._close_now(None)
+        # Once the connection is lost there is nothing left to abort
+        # (asyncio's write pipe raises AttributeError from its dropped
+        # loop here).
+        if self._sock is not None:
+            self._close_now(None)
 
     def _warn_write_after_close(self):
         logger.warning('pipe closed by peer or '
