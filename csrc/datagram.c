@@ -12,6 +12,7 @@
  */
 #include "sockaddr.h"
 #include "transport.h"
+#include "faults.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -149,8 +150,9 @@ dgram_read(DatagramObject *self)
     memset(&ss, 0, sizeof(ss));
     Py_ssize_t n;
     do {
-        n = recvfrom(self->t.io.fd, buf, EVPY_READBUF_SIZE, 0,
-                     (struct sockaddr *)&ss, &sl);
+        n = EVPY_FAULT(EVPY_FAULT_RECVFROM,
+                       recvfrom(self->t.io.fd, buf, EVPY_READBUF_SIZE, 0,
+                     (struct sockaddr *)&ss, &sl));
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -206,8 +208,9 @@ dgram_send_raw(DatagramObject *self, PyObject *data,
     }
     Py_ssize_t n;
     do {
-        n = sendto(self->t.io.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
-                   sa, sl);
+        n = EVPY_FAULT(EVPY_FAULT_SENDTO,
+                       sendto(self->t.io.fd, view.buf, (size_t)view.len,
+                              MSG_NOSIGNAL, sa, sl));
     } while (n < 0 && errno == EINTR);
     PyBuffer_Release(&view);
     if (n >= 0) {

@@ -3,6 +3,7 @@
  * Multi-phase init; all types are heap types created from specs.
  */
 #include "accept.h"
+#include "faultsmod.h"
 #include "sockaddr.h"
 #include "transport.h"
 
@@ -229,6 +230,9 @@ module_exec(PyObject *mod)
         return -1;
     }
     if (PyModule_AddStringConstant(mod, "BACKENDS", backends) < 0) {
+        return -1;
+    }
+    if (evpy_faults_module_init(mod) < 0) {
         return -1;
     }
     return 0;
