@@ -7,6 +7,11 @@
 #                pytest on each, again with the poll backend forced, again on
 #                an ASan+UBSan build, and CPython's asyncio suite (conformance)
 #
+#   make soak    the soak (tests/soak/): SOAK_CONNS concurrent connections
+#                doing checksummed echo for SOAK_SECONDS against an evpy
+#                server process, then asyncio's, then SOAK_TLS_CONNS over
+#                TLS (defaults: the full local run, 19,000 / 60 s / 2,000)
+#
 # 3.11-3.13 are taken from pyenv when present, else from PATH; 3.14 and 3.15
 # from a Debian sid root that .ci/sid-root.sh makes once (debootstrap, as
 # root) under $(VENVS)/sid. SID_PYTHONS= (empty) skips them.
@@ -19,7 +24,11 @@ BENCHPY  ?= $(PY312)
 VENVS    ?= .venv
 BENCH_ARGS ?=
 
-.PHONY: test bench clean
+SOAK_CONNS     ?= 19000
+SOAK_SECONDS   ?= 60
+SOAK_TLS_CONNS ?= 2000
+
+.PHONY: test bench soak clean
 
 test:
 	PY311=$(PY311) PY312=$(PY312) PY313=$(PY313) VENVS=$(VENVS) \
@@ -33,6 +42,12 @@ bench:
 	    || echo "note: could not install valgrind/linux-perf/strace (apt-get); the cost columns will say so"
 	bash .ci/venv.sh $(BENCHPY) $(VENVS)/bench '.[bench]'
 	$(VENVS)/bench/bin/python -m benchmarks $(BENCH_ARGS)
+
+soak:
+	bash .ci/venv.sh $(PY312) $(VENVS)/py312 '.[test]'
+	$(VENVS)/py312/bin/python tests/soak/soak.py --conns $(SOAK_CONNS) \
+	    --seconds $(SOAK_SECONDS) --tls-conns $(SOAK_TLS_CONNS) \
+	    --report $(VENVS)/soak-connections.csv
 
 clean:
 	# The sid root may still have /proc and /dev bound in: unbind first.

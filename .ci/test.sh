@@ -155,6 +155,18 @@ else
     failed+=("build-asan")
 fi
 
+# The soak, short (tests/soak/; `make soak` is the long local run): 1,000
+# connections for 15 s on evpy and on asyncio's loop, 200 over TLS on each
+# (~80 s).
+echo "== soak (short)"
+if "$VENVS/py312/bin/python" tests/soak/soak.py --conns 1000 --seconds 15 \
+        --tls-conns 200 >"$logdir/soak.log" 2>&1; then
+    tail -n 4 "$logdir/soak.log" | cut -c1-200
+else
+    tail -n 20 "$logdir/soak.log"
+    failed+=("soak")
+fi
+
 # Fault injection (test-only build, csrc/core/faults.h): test_faults.py
 # (echo, pipes, wake-ups under every injected errno; ~10 s), then evpy's
 # side of the suite with EINTR/EAGAIN injected into 10% of the wrapped
