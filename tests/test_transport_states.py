@@ -11,10 +11,14 @@ our side; send, receive, shutdown and close (with or without unread
 data: FIN or RST) on the peer's. Datagram transports: sendto, close,
 abort, and the peer's datagrams.
 
-Documented differences: writelines() is not tried on a closed transport
-and sendto() not on a closed datagram transport (asyncio raises from the
-socket it dropped and breaks its buffer; evpy ignores the call; see
-test_bad_args.DIFFERENCES).
+Documented differences: asyncio's socket writelines() (3.12+) never calls
+pause_writing() (its high-water check is missing; the asyncio world runs
+the check its write() would run); its writelines([b""]) wedges a later
+close() (never tried); its abort() after a close() that flushed fails
+with AttributeError (allowed); writelines() is not tried on a closed
+transport and sendto() not on a closed datagram transport (asyncio
+raises from the socket it dropped and breaks its buffer; evpy ignores the
+call; see test_bad_args.DIFFERENCES).
 """
 import asyncio
 import os
@@ -87,6 +91,7 @@ class Recorder(asyncio.Protocol):
 
 class StreamWorld:
     def __init__(self, kind):
+        self.kind = kind
         self.loop = make_loop(kind)
         a, self.peer = socket.socketpair()
         # Small kernel buffers: flow control is reached with small writes
@@ -108,6 +113,13 @@ class StreamWorld:
             result = None
         except Exception as exc:
             result = type(exc).__name__
+        if (self.kind == "asyncio" and name == "writelines"
+                and result is None and not self.tr.is_closing()):
+            # Documented difference: asyncio's socket writelines() (3.12+)
+            # never checks the high-water mark, so the protocol is not
+            # paused however much it queues; evpy's is, as write() does.
+            # The asyncio world runs the check write() would have run.
+            self.tr._maybe_pause_protocol()
         _settle(self.loop)
         return result
 
@@ -171,7 +183,10 @@ class StreamMachine(RuleBasedStateMachine):
     # write() do (a documented difference, test_bad_args.DIFFERENCES).
     @precondition(lambda self: not any(w.tr.is_closing()
                                        for w in self.worlds))
-    @rule(sizes=st.lists(st.integers(0, 5000), max_size=4))
+    # No empty buffers: asyncio's writelines([b""]) queues an empty view
+    # that its sendmsg() never consumes, so a later close() never
+    # finishes (evpy's closes); a documented difference.
+    @rule(sizes=st.lists(st.integers(1, 5000), max_size=4))
     def writelines(self, sizes):
         parts = []
         for size in sizes:
@@ -201,7 +216,14 @@ class StreamMachine(RuleBasedStateMachine):
 
     @rule()
     def abort(self):
-        self.both(lambda w: w.call("abort"))
+        lost = [("lost", None) in w.proto.events for w in self.worlds]
+        results = [w.call("abort") for w in self.worlds]
+        if lost == [True, True] and results == ["AttributeError", None]:
+            # Documented difference: after a close() that flushed its
+            # buffer, asyncio's abort() fails on its dropped loop; evpy's
+            # does nothing (there is nothing left to abort).
+            return
+        assert results[0] == results[1], results
 
     @rule()
     def peer_recv(self):
