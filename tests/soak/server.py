@@ -104,8 +104,19 @@ def main():
     sample()
 
     def report():
+        rss = rss_bytes()
+        trimmed = None
+        if stats.open == 0:
+            # What is still in use once glibc returns its free pages.
+            try:
+                import ctypes
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                trimmed = rss_bytes()
+            except (OSError, AttributeError):
+                pass
         print(json.dumps({
-            "rss": rss_bytes(), "fds": fd_count(), "rss0": rss0,
+            "rss_trimmed": trimmed,
+            "rss": rss, "fds": fd_count(), "rss0": rss0,
             "maxrss": peak[0],
             "fds0": fds0, "open": stats.open, "seen": stats.seen,
             "echoed": stats.echoed, "errors": stats.errors,

@@ -273,6 +273,9 @@ def run_one(loop_kind, nconns, seconds, tls, abort_p, seed, report):
         "server_rss_mib_before": round(before["rss"] / 2 ** 20, 1),
         "server_rss_mib_after": round(after["rss"] / 2 ** 20, 1),
         "server_rss_mib_peak": round(after["maxrss"] / 2 ** 20, 1),
+        "server_rss_mib_after_trim": (
+            round(after["rss_trimmed"] / 2 ** 20, 1)
+            if after["rss_trimmed"] else None),
         "server_fds_before": before["fds"], "server_fds_after":
         after["fds"], "server_conn_errors": after["errors"],
         "server_handler_calls": after["handler_calls"],
