@@ -187,8 +187,8 @@ def test_many_loops_created_and_closed(kind):
 
 # EVPY_LEAK_FULL=1: the full local run (100,000 of each); CI runs fewer.
 FULL = os.environ.get("EVPY_LEAK_FULL") == "1"
-CONNECT_CYCLES = 100000 if FULL else 10000
-TLS_CYCLES = 100000 if FULL else 1000
+CONNECT_CYCLES = 100000 if FULL else 5000
+TLS_CYCLES = 100000 if FULL else 500
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
 
 
