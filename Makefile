@@ -9,6 +9,13 @@
 #                ASan+UBSan build, and CPython's asyncio suite (conformance);
 #                ruff over the Python sources, clang-format over csrc/
 #
+#   make soak    the soak (tests/soak/): SOAK_CONNS concurrent connections
+#                doing checksummed echo for SOAK_SECONDS against an evpy
+#                server process, then asyncio's, then SOAK_TLS_CONNS over
+#                TLS (defaults: the full local run, 19,000 / 60 s / 2,000)
+#   make refcount  sys.gettotalrefcount() flat over evpy workloads on a
+#                debug CPython (DBGPY=python3.11-dbg, from apt)
+#
 # 3.11-3.13 are taken from pyenv when present, else from PATH; 3.14 and 3.15
 # from a Debian sid root that .ci/sid-root.sh makes once (debootstrap, as
 # root) under $(VENVS)/sid. SID_PYTHONS= (empty) skips them.
@@ -21,7 +28,13 @@ BENCHPY  ?= $(PY312)
 VENVS    ?= .venv
 BENCH_ARGS ?=
 
-.PHONY: test bench clean
+DBGPY          ?= python3.11-dbg
+REFCOUNT_SCALE ?= 50
+SOAK_CONNS     ?= 19000
+SOAK_SECONDS   ?= 60
+SOAK_TLS_CONNS ?= 2000
+
+.PHONY: test bench soak refcount clean
 
 test:
 	PY311=$(PY311) PY312=$(PY312) PY313=$(PY313) VENVS=$(VENVS) \
@@ -35,6 +48,23 @@ bench:
 	    || echo "note: could not install valgrind/linux-perf/strace (apt-get); the cost columns will say so"
 	bash .ci/venv.sh $(BENCHPY) $(VENVS)/bench '.[bench]'
 	$(VENVS)/bench/bin/python -m benchmarks $(BENCH_ARGS)
+
+soak:
+	bash .ci/venv.sh $(PY312) $(VENVS)/py312 '.[test]'
+	$(VENVS)/py312/bin/python tests/soak/soak.py --conns $(SOAK_CONNS) \
+	    --seconds $(SOAK_SECONDS) --tls-conns $(SOAK_TLS_CONNS) \
+	    --report $(VENVS)/soak-connections.csv
+
+# sys.gettotalrefcount() over evpy workloads on a debug CPython (Debian's
+# python3.11-dbg by default; ~30 s at the default scale).
+refcount:
+	command -v $(DBGPY) >/dev/null || { apt-get update -qq \
+	    && apt-get install -y -qq python3.11-dbg python3-setuptools; }
+	rm -rf $(VENVS)/dbg $(VENVS)/dbg-tmp
+	$(DBGPY) setup.py -q build_ext --build-lib $(VENVS)/dbg \
+	    --build-temp $(VENVS)/dbg-tmp
+	cp evpy/*.py $(VENVS)/dbg/evpy/
+	PYTHONPATH=$(VENVS)/dbg $(DBGPY) tests/soak/refcount.py $(REFCOUNT_SCALE)
 
 clean:
 	# The sid root may still have /proc and /dev bound in: unbind first.

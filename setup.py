@@ -4,6 +4,8 @@ Environment knobs:
   EVPY_WERROR=1    compile with -Werror (CI sets it)
   EVPY_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer build
   EVPY_DEBUG=1     -O0 -g, assertions on
+  EVPY_FAULTS=1    test-only fault injection in the syscall wrappers
+                   (csrc/core/faults.h; never in a release build)
 """
 import glob
 import os
@@ -20,6 +22,8 @@ if os.environ.get("EVPY_DEBUG") == "1" or os.environ.get("EVPY_SANITIZE") == "1"
     cflags += ["-O0", "-g3", "-UNDEBUG"]
 else:
     cflags += ["-O2"]
+if os.environ.get("EVPY_FAULTS") == "1":
+    macros.append(("EVPY_FAULTS", "1"))
 if os.environ.get("EVPY_SANITIZE") == "1":
     san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
            "-fno-omit-frame-pointer"]

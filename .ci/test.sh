@@ -10,15 +10,20 @@ export EVPY_WERROR=1
 failed=()
 
 pytest_run() {
-    # usage: pytest_run NAME VENV [ENV=VALUE...]
+    # usage: pytest_run NAME VENV [ENV=VALUE...] [-- PYTEST-ARG...]
+    # (without pytest arguments: the whole suite)
     local name=$1 venv=$2
     shift 2
+    local envs=() args=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    args=("$@")
+    [ ${#args[@]} -gt 0 ] || args=(--ignore=integration .)
     echo "== $name"
     # Run from tests/ so `import evpy` finds the installed package, not
     # the source tree.
-    if (cd tests && env "$@" "../$venv/bin/python" -m pytest -q -p no:cacheprovider \
-            --rootdir=.. -c ../pyproject.toml --ignore=integration . ) \
-            >"$logdir/$name.log" 2>&1; then
+    if (cd tests && env "${envs[@]}" "../$venv/bin/python" -m pytest -q -p no:cacheprovider \
+            --rootdir=.. -c ../pyproject.toml "${args[@]}" ) >"$logdir/$name.log" 2>&1; then
         tail -n 1 "$logdir/$name.log"
     else
         cat "$logdir/$name.log" | tail -n 60
@@ -213,6 +218,43 @@ if bash .ci/venv.sh "$PY312" "$VENVS/asan" '.[test]' EVPY_SANITIZE=1 \
 else
     cat "$logdir/build-asan.log"
     failed+=("build-asan")
+fi
+
+# The soak, short (tests/soak/; `make soak` is the long local run): 500
+# connections for 8 s on evpy and on asyncio's loop, 100 over TLS on each
+# (~40 s).
+echo "== soak (short)"
+if "$VENVS/py312/bin/python" tests/soak/soak.py --conns 500 --seconds 8 \
+        --tls-conns 100 >"$logdir/soak.log" 2>&1; then
+    tail -n 4 "$logdir/soak.log" | cut -c1-200
+else
+    tail -n 20 "$logdir/soak.log"
+    failed+=("soak")
+fi
+
+# Fault injection (test-only build, csrc/core/faults.h): test_faults.py
+# (echo, pipes, wake-ups under every injected errno; ~10 s), then evpy's
+# side of the suite with EINTR/EAGAIN injected into 10% of the wrapped
+# syscalls, which must change nothing (~30 s). Deselected there, as they
+# assume what a transient EAGAIN/EINTR legitimately changes: that a small
+# write() goes out at once (flow-control counts; write-after-close of a
+# non-empty buffer is sent, as asyncio's) and that one poll sees readiness.
+echo "== build py312-faults"
+if bash .ci/venv.sh "$PY312" "$VENVS/faults" '.[test]' EVPY_FAULTS=1 \
+        >"$logdir/build-faults.log" 2>&1; then
+    pytest_run "py312-faults" "$VENVS/faults" EVPY_REQUIRE_FAULTS=1 -- \
+        test_faults.py
+    pytest_run "py312-faults-transient" "$VENVS/faults" \
+        EVPY_FAULT_RATE=0.1 EVPY_FAULT_MODE=transient EVPY_FAULT_SEED=1 -- \
+        -k evpy . \
+        --deselect "tests/test_tcp.py::test_flow_control_slow_reader[evpy]" \
+        --deselect "tests/test_tls.py::test_write_flow_control[evpy]" \
+        --deselect "tests/test_tcp.py::test_write_to_closed_transport[evpy]" \
+        --deselect \
+        "tests/test_readers.py::test_reader_replaced_by_earlier_callback_same_batch[evpy]"
+else
+    cat "$logdir/build-faults.log"
+    failed+=("build-faults")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -11,6 +11,9 @@ if [ ! -x "$dir/bin/python" ]; then
 fi
 # Build without isolation (setuptools is in the venv) so the build flags in
 # the environment reach setup.py; --force-reinstall rebuilds the extension.
+# pip builds in ./build, where setuptools would take an extension built
+# with other flags (ASan, EVPY_FAULTS) as up to date: start clean.
+rm -rf build
 env "$@" "$dir/bin/python" -m pip install -q --no-build-isolation \
     --force-reinstall --no-deps .
 "$dir/bin/python" -m pip install -q "$spec"

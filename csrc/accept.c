@@ -7,6 +7,7 @@
 
 #include "sockaddr.h"
 #include "transport.h"
+#include "faults.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -225,8 +226,9 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         memset(&ss, 0, sizeof(ss));
-        int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = EVPY_FAULT(EVPY_FAULT_ACCEPT,
+                       accept4(lfd, (struct sockaddr *)&ss, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
                 || errno == ECONNABORTED) {

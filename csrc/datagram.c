@@ -12,6 +12,7 @@
  */
 #include "sockaddr.h"
 #include "transport.h"
+#include "faults.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -104,6 +105,11 @@ dq_push(DatagramObject *self, PyObject *data, PyObject *addr)
 static int
 dgram_error_received(DatagramObject *self, PyObject *exc)
 {
+    if (self->t.protocol == NULL) {
+        /* Detached: nobody to tell. */
+        Py_DECREF(exc);
+        return 0;
+    }
     PyObject *protocol = Py_NewRef(self->t.protocol);
     PyObject *r = PyObject_CallMethodOneArg(protocol,
                                             self->t.st->str_error_received,
@@ -136,8 +142,9 @@ dgram_read(DatagramObject *self)
     memset(&ss, 0, sizeof(ss));
     Py_ssize_t n;
     do {
-        n = recvfrom(self->t.io.fd, buf, EVPY_READBUF_SIZE, 0,
-                     (struct sockaddr *)&ss, &sl);
+        n = EVPY_FAULT(EVPY_FAULT_RECVFROM,
+                       recvfrom(self->t.io.fd, buf, EVPY_READBUF_SIZE, 0,
+                     (struct sockaddr *)&ss, &sl));
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -195,8 +202,9 @@ dgram_send_raw(DatagramObject *self, PyObject *data,
     }
     Py_ssize_t n;
     do {
-        n = sendto(self->t.io.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
-                   sa, sl);
+        n = EVPY_FAULT(EVPY_FAULT_SENDTO,
+                       sendto(self->t.io.fd, view.buf, (size_t)view.len,
+                              MSG_NOSIGNAL, sa, sl));
     } while (n < 0 && errno == EINTR);
     PyBuffer_Release(&view);
     if (n >= 0) {
@@ -386,9 +394,11 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
             }
         }
         addr = self->address;
-        if (self->t.conn_lost) {
-            return evpy_tr_write_after_close(TR(self));
-        }
+    }
+    /* Connected or not: after the connection is lost the fd may already
+     * belong to someone else. */
+    if (self->t.conn_lost) {
+        return evpy_tr_write_after_close(TR(self));
     }
     if (DQ_LEN(self) == 0) {
         int rc = dgram_send_one(self, data, addr);

@@ -106,6 +106,30 @@ handle_report_error(HandleObject *h)
     return 0;
 }
 
+/* Cold path: a handle whose context is not a contextvars.Context. */
+static PyObject *
+handle_run_in_object(PyObject *context, PyObject *callback,
+                     PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *run = PyObject_GetAttrString(context, "run");
+    if (run == NULL) {
+        return NULL;
+    }
+    PyObject *call_args = PyTuple_New(nargs + 1);
+    if (call_args == NULL) {
+        Py_DECREF(run);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(call_args, 0, Py_NewRef(callback));
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyTuple_SET_ITEM(call_args, i + 1, Py_NewRef(args[i]));
+    }
+    PyObject *res = PyObject_Call(run, call_args, NULL);
+    Py_DECREF(call_args);
+    Py_DECREF(run);
+    return res;
+}
+
 int
 evpy_handle_run(HandleObject *h)
 {
@@ -135,7 +159,13 @@ evpy_handle_run(HandleObject *h)
     }
     /* A counter: the callback may run this handle's _run() again. */
     h->running++;
-    if (PyContext_Enter(context) == 0) {
+    if (!PyContext_CheckExact(context)) {
+        /* asyncio runs context.run(callback, *args): any object with a
+         * run() method works, anything else fails with its
+         * AttributeError. */
+        res = handle_run_in_object(context, callback, h->args, Py_SIZE(h));
+    }
+    else if (PyContext_Enter(context) == 0) {
         res = PyObject_Vectorcall(callback, h->args, Py_SIZE(h), NULL);
         if (PyContext_Exit(context) < 0) {
             Py_CLEAR(res);

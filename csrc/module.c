@@ -3,6 +3,7 @@
  * Multi-phase init; all types are heap types created from specs.
  */
 #include "accept.h"
+#include "faultsmod.h"
 #include "process.h"
 #include "sockaddr.h"
 #include "transport.h"
@@ -78,7 +79,10 @@ module_exec(PyObject *mod)
         "kqueue "
 #endif
         "poll";
-    return PyModule_AddStringConstant(mod, "BACKENDS", backends);
+    if (PyModule_AddStringConstant(mod, "BACKENDS", backends) < 0) {
+        return -1;
+    }
+    return evpy_faults_module_init(mod);
 }
 
 static PyModuleDef_Slot module_slots[] = {

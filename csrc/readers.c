@@ -5,15 +5,16 @@
  */
 #include "evpy.h"
 
-#include <stdint.h>
+#include <limits.h>
 
 /* selectors' rules for turning a file object into an fd. */
 static int
 fileobj_to_fd(LoopObject *self, PyObject *fileobj)
 {
-    long fd;
+    long long fd;
+    int overflow = 0;
     if (PyLong_Check(fileobj)) {
-        fd = PyLong_AsLong(fileobj);
+        fd = PyLong_AsLongLongAndOverflow(fileobj, &overflow);
         if (fd == -1 && PyErr_Occurred()) {
             return -1;
         }
@@ -32,14 +33,23 @@ fileobj_to_fd(LoopObject *self, PyObject *fileobj)
                          fileobj);
             return -1;
         }
-        fd = PyLong_AsLong(r);
+        fd = PyLong_AsLongLongAndOverflow(r, &overflow);
         Py_DECREF(r);
         if (fd == -1 && PyErr_Occurred()) {
             return -1;
         }
     }
-    if (fd < 0 || fd > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+    /* As the selector: a negative fd is invalid, one past a C int does
+     * not fit (OverflowError; remove_* then says False, it was never
+     * registered). */
+    if (overflow > 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "Python int too large to convert to C int");
+        return -1;
+    }
+    if (overflow < 0 || fd < 0) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %lld",
+                     overflow ? (long long)LLONG_MIN : fd);
         return -1;
     }
     return (int)fd;
@@ -149,6 +159,10 @@ loop_remove_io(LoopObject *self, PyObject *fileobj, unsigned which)
 {
     int fd = fileobj_to_fd(self, fileobj);
     if (fd < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
         return NULL;
     }
     if (self->closed) {

@@ -1,6 +1,7 @@
 /* Socket addresses for Python, and fd-level address queries: see
  * sockaddr.h. */
 #include "sockaddr.h"
+#include "faults.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -96,8 +97,9 @@ sockaddr_accept(PyObject *mod, PyObject *arg)
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
-    int conn = accept4(fd, (struct sockaddr *)&ss, &len,
-                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int conn = EVPY_FAULT(EVPY_FAULT_ACCEPT,
+                   accept4(fd, (struct sockaddr *)&ss, &len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (conn < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
             || errno == ECONNABORTED) {
@@ -222,7 +224,8 @@ sockaddr_connect(PyObject *mod, PyObject *args)
     if (fd < 0) {
         return evpy_set_errno(-errno);
     }
-    rc = connect(fd, (struct sockaddr *)&ss, len);
+    rc = EVPY_FAULT(EVPY_FAULT_CONNECT,
+                   connect(fd, (struct sockaddr *)&ss, len));
     int in_progress = 0;
     if (rc < 0) {
         if (errno == EINPROGRESS || errno == EINTR) {

@@ -12,6 +12,7 @@
  * call and error reporting are Python (evpy/transports.py).
  */
 #include "transport.h"
+#include "faults.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -145,14 +146,17 @@ wq_consume(StreamObject *self, Py_ssize_t n)
     }
 }
 
+#define STREAM_READ_SITE(s) (IS_SOCKET(s) ? EVPY_FAULT_RECV : EVPY_FAULT_READ)
+
 static Py_ssize_t
 stream_send(StreamObject *self, const char *buf, Py_ssize_t len)
 {
     Py_ssize_t n;
     do {
-        n = IS_SOCKET(self)
+        n = EVPY_FAULT(IS_SOCKET(self) ? EVPY_FAULT_SEND : EVPY_FAULT_WRITE,
+                       IS_SOCKET(self)
                 ? send(self->t.io.fd, buf, (size_t)len, MSG_NOSIGNAL)
-                : write(self->t.io.fd, buf, (size_t)len);
+                : write(self->t.io.fd, buf, (size_t)len));
     } while (n < 0 && errno == EINTR);
     return n;
 }
@@ -166,10 +170,11 @@ stream_sendv(StreamObject *self, struct iovec *iov, int niov)
             struct msghdr msg = {0};
             msg.msg_iov = iov;
             msg.msg_iovlen = (size_t)niov;
-            n = sendmsg(self->t.io.fd, &msg, MSG_NOSIGNAL);
+            n = EVPY_FAULT(EVPY_FAULT_SEND,
+                           sendmsg(self->t.io.fd, &msg, MSG_NOSIGNAL));
         }
         else {
-            n = writev(self->t.io.fd, iov, niov);
+            n = EVPY_FAULT(EVPY_FAULT_WRITE, writev(self->t.io.fd, iov, niov));
         }
     } while (n < 0 && errno == EINTR);
     return n;
@@ -255,7 +260,8 @@ stream_read_buffered(StreamObject *self)
     }
     Py_ssize_t n;
     do {
-        n = read(self->t.io.fd, view.buf, (size_t)view.len);
+        n = EVPY_FAULT(STREAM_READ_SITE(self),
+                       read(self->t.io.fd, view.buf, (size_t)view.len));
     } while (n < 0 && errno == EINTR);
     int err = errno;
     PyBuffer_Release(&view);
@@ -312,7 +318,8 @@ stream_read_bytes(StreamObject *self, PyObject **out)
             return -1;
         }
         do {
-            n = read(fd, PyBytes_AS_STRING(data), (size_t)want);
+            n = EVPY_FAULT(STREAM_READ_SITE(self),
+                           read(fd, PyBytes_AS_STRING(data), (size_t)want));
         } while (n < 0 && errno == EINTR);
         if (n == want) {
             *out = data;
@@ -338,7 +345,8 @@ stream_read_bytes(StreamObject *self, PyObject **out)
         return -1;
     }
     do {
-        n = read(fd, buf, EVPY_READBUF_SIZE);
+        n = EVPY_FAULT(STREAM_READ_SITE(self),
+                       read(fd, buf, EVPY_READBUF_SIZE));
     } while (n < 0 && errno == EINTR);
     if (n <= 0) {
         return n;

@@ -304,7 +304,10 @@ evpy_tr_do_close(TransportObject *t)
 static int
 force_close(TransportObject *t, PyObject *exc)
 {
-    if (t->conn_lost) {
+    if (t->conn_lost || t->state >= EVPY_TR_LOST) {
+        /* Nothing left to abort (a close() that flushed its queue lost
+         * the connection without counting it, as asyncio's does; there
+         * abort() then fails on the dropped loop). */
         return 0;
     }
     return tr_lose(t, exc, 1, 1);

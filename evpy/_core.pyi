@@ -10,6 +10,12 @@ _T = TypeVar("_T")
 _S = TypeVar("_S", bound="StreamTransport")
 
 BACKENDS: str
+# True only in a test build made with EVPY_FAULTS=1 (csrc/core/faults.h),
+# which also has faults_set() and faults_counts().
+FAULTS: bool
+
+def faults_set(seed: int, rate: float, transient: bool = ...) -> None: ...
+def faults_counts() -> dict[tuple[str, int], int]: ...
 
 class Handle:
     def cancel(self) -> None: ...

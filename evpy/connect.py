@@ -128,7 +128,8 @@ class ConnectMixin:
         if (host is not None and ssl is None and sock is None
                 and local_addr is None and not all_errors
                 and server_hostname is None and ssl_handshake_timeout is None
-                and ssl_shutdown_timeout is None and not self._debug):
+                and ssl_shutdown_timeout is None and not self._debug
+                and happy_eyeballs_delay is None and interleave is None):
             info = _numeric_target(host, port, family, proto)
             if info is not None:
                 return await self._connect_numeric(protocol_factory, info)

@@ -144,6 +144,7 @@ class SendfileMixin:
             raise ValueError('the socket must be non-blocking')
         check_ssl_socket(sock)
         _check_sendfile_params(sock, file, offset, count)
+        self._check_closed()
         try:
             return await self._sock_sendfile_native(sock, file, offset, count)
         except SendfileNotAvailableError:
@@ -233,6 +234,7 @@ class SendfileMixin:
         """Send file over a transport; return the number of bytes sent."""
         if transport.is_closing():
             raise RuntimeError('Transport is closing')
+        self._check_closed()
         # As asyncio: a transport that declares nothing is unsupported
         # (evpy's socket transports declare TRY_NATIVE; TLS ones FALLBACK).
         mode = getattr(transport, '_sendfile_compatible', _Mode.UNSUPPORTED)

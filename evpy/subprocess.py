@@ -185,6 +185,7 @@ class SubprocessMixin:
         if self._debug:
             debug_log = f'execute program {program!r}'
             self._log_subprocess(debug_log, stdin, stdout, stderr)
+        self._check_closed()  # before a child exists
         if can_spawn(self, kwargs):
             transport = ProcessTransport(self, protocol, popen_args, False,
                                          stdin, stdout, stderr, kwargs)
@@ -207,6 +208,9 @@ class SubprocessMixin:
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
                                          extra=None, **kwargs):
+        # Before the child exists (asyncio spawns it, then fails on the
+        # closed loop and leaves the child and its pipes behind).
+        self._check_closed()
         if can_spawn(self, kwargs):
             transport = ProcessTransport(self, protocol, args, shell, stdin,
                                          stdout, stderr, kwargs, extra)

@@ -46,7 +46,10 @@ class _Common:
         if not high >= low >= 0:
             raise ValueError(
                 f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
-        self._set_write_buffer_limits(high, low)
+        # asyncio compares sizes with any numbers: a float or an int past
+        # ssize_t means the same as its floor, capped.
+        self._set_write_buffer_limits(int(min(high, sys.maxsize)),
+                                      int(min(low, sys.maxsize)))
 
     def _flow_control_failed(self, name, exc):
         self._loop.call_exception_handler({
@@ -396,8 +399,11 @@ class WritePipeTransport(_PipeTransport):
             self.write_eof()
 
     def abort(self):
-        """Close now, dropping the queued data."""
-        self._close_now(None)
+        """Close now, dropping the queued data (nothing once the
+        connection is lost: asyncio's write pipe raises AttributeError
+        from its dropped loop there)."""
+        if self._sock is not None:
+            self._close_now(None)
 
     def _warn_write_after_close(self):
         logger.warning('pipe closed by peer or '

@@ -24,6 +24,7 @@
  */
 #include "config.h"
 #include "poller.h"
+#include "faults.h"
 
 #if EVPY_HAVE_EPOLL
 
@@ -127,8 +128,9 @@ epoll_do_wait(epoll_poller_t *p, int max, int64_t timeout_ns)
             .tv_sec = (time_t)(timeout_ns / 1000000000),
             .tv_nsec = (long)(timeout_ns % 1000000000),
         };
-        long n = syscall(SYS_epoll_pwait2, p->epfd, p->buf, max, &ts,
-                         NULL, 0);
+        long n = EVPY_FAULT(EVPY_FAULT_WAIT,
+                       syscall(SYS_epoll_pwait2, p->epfd, p->buf, max, &ts,
+                         NULL, 0));
         if (n >= 0 || errno != ENOSYS) {
             return (int)n;
         }
@@ -145,7 +147,7 @@ epoll_do_wait(epoll_poller_t *p, int max, int64_t timeout_ns)
     else {
         ms = (int)((timeout_ns + 999999) / 1000000);
     }
-    return epoll_wait(p->epfd, p->buf, max, ms);
+    return EVPY_FAULT(EVPY_FAULT_WAIT, epoll_wait(p->epfd, p->buf, max, ms));
 }
 
 static int

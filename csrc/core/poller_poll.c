@@ -21,6 +21,7 @@
  */
 #include "config.h"
 #include "poller.h"
+#include "faults.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -163,7 +164,7 @@ pp_wait(evpy_poller_t *base, evpy_event_t *events, int max,
         ts.tv_nsec = (long)(timeout_ns % 1000000000);
         tsp = &ts;
     }
-    n = ppoll(p->fds, (nfds_t)p->nfds, tsp, NULL);
+    n = EVPY_FAULT(EVPY_FAULT_WAIT, ppoll(p->fds, (nfds_t)p->nfds, tsp, NULL));
 #else
     int ms;
     if (timeout_ns < 0) {
@@ -175,7 +176,7 @@ pp_wait(evpy_poller_t *base, evpy_event_t *events, int max,
     else {
         ms = (int)((timeout_ns + 999999) / 1000000);
     }
-    n = poll(p->fds, (nfds_t)p->nfds, ms);
+    n = EVPY_FAULT(EVPY_FAULT_WAIT, poll(p->fds, (nfds_t)p->nfds, ms));
 #endif
     if (n < 0) {
         return -errno;

@@ -1,6 +1,7 @@
 /* Cross-thread waker: see waker.h. */
 #include "config.h"
 #include "waker.h"
+#include "faults.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,12 +63,12 @@ evpy_waker_wake(evpy_waker_t *w)
 #if EVPY_HAVE_EVENTFD
     uint64_t one = 1;
     do {
-        n = write(w->wfd, &one, sizeof(one));
+        n = EVPY_FAULT(EVPY_FAULT_WAKE, write(w->wfd, &one, sizeof(one)));
     } while (n < 0 && errno == EINTR);
 #else
     char c = 0;
     do {
-        n = write(w->wfd, &c, 1);
+        n = EVPY_FAULT(EVPY_FAULT_WAKE, write(w->wfd, &c, 1));
     } while (n < 0 && errno == EINTR);
 #endif
     (void)n; /* EAGAIN: a wake-up is already pending */
@@ -83,13 +84,13 @@ evpy_waker_drain(evpy_waker_t *w)
     /* One read resets an eventfd's counter: no second read to see EAGAIN. */
     uint64_t count;
     do {
-        n = read(w->rfd, &count, sizeof(count));
+        n = EVPY_FAULT(EVPY_FAULT_DRAIN, read(w->rfd, &count, sizeof(count)));
     } while (n < 0 && errno == EINTR);
 #else
     /* A pipe: read until a short read says it is empty. */
     char buf[64];
     do {
-        n = read(w->rfd, buf, sizeof(buf));
+        n = EVPY_FAULT(EVPY_FAULT_DRAIN, read(w->rfd, buf, sizeof(buf)));
     } while (n == (ssize_t)sizeof(buf) || (n < 0 && errno == EINTR));
 #endif
     (void)n;
