@@ -18,10 +18,10 @@ typedef struct {
     LoopObject *loop;
     PyObject *factory;
     PyTypeObject *transport_type;
-    PyObject *sockname;         /* None unless the listener's is fixed */
+    PyObject *sockname; /* None unless the listener's is fixed */
     PyObject *server;
     int family, socktype, proto;
-    int bind_context;           /* 3.15: each connection runs in its ctx */
+    int bind_context; /* 3.15: each connection runs in its ctx */
 } accept_args;
 
 /* Server._attach(transport) without its Python frame: the Server keeps
@@ -53,10 +53,9 @@ server_attach(PyObject *server, PyObject *t)
  * scheduled as asyncio's transports schedule them. A new reference, or
  * NULL with an exception. */
 static TransportObject *
-adopt(LoopObject *loop, PyTypeObject *type, int fd, int family,
-      int socktype, int proto, PyObject *protocol, PyObject *extra,
-      PyObject *server, PyObject *waiter, PyObject *waiter_cb,
-      PyObject *context)
+adopt(LoopObject *loop, PyTypeObject *type, int fd, int family, int socktype,
+      int proto, PyObject *protocol, PyObject *extra, PyObject *server,
+      PyObject *waiter, PyObject *waiter_cb, PyObject *context)
 {
     evpy_state *st = loop->st;
     PyObject *cb = NULL;
@@ -125,8 +124,7 @@ accept_one(accept_args *a, int fd, PyObject *addr, PyObject *ctx)
     evpy_state *st = a->loop->st;
     PyObject *protocol = PyObject_CallNoArgs(a->factory);
     PyObject *extra = protocol ? PyDict_New() : NULL;
-    if (extra == NULL
-        || PyDict_SetItem(extra, st->str_peername, addr) < 0
+    if (extra == NULL || PyDict_SetItem(extra, st->str_peername, addr) < 0
         || (a->sockname != Py_None
             && PyDict_SetItem(extra, st->str_sockname, a->sockname) < 0)) {
         (void)close(fd);
@@ -137,10 +135,9 @@ accept_one(accept_args *a, int fd, PyObject *addr, PyObject *ctx)
     /* 3.15: the protocol's callbacks and the I/O events run in ctx itself
      * (what connection_made() sets, data_received() sees); before, each
      * handle runs in a copy of it, as asyncio's do. */
-    TransportObject *t = adopt(a->loop, a->transport_type, fd, a->family,
-                               a->socktype, a->proto, protocol, extra,
-                               a->server, NULL, NULL,
-                               a->bind_context ? ctx : NULL);
+    TransportObject *t = adopt(
+        a->loop, a->transport_type, fd, a->family, a->socktype, a->proto,
+        protocol, extra, a->server, NULL, NULL, a->bind_context ? ctx : NULL);
     Py_DECREF(extra);
     Py_DECREF(protocol);
     if (t == NULL) {
@@ -206,11 +203,9 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (backlog == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[0], st->LoopType)
-        || !PyType_Check(args[4])
+    if (!PyObject_TypeCheck(args[0], st->LoopType) || !PyType_Check(args[4])
         || !PyType_IsSubtype(a.transport_type, st->StreamType)
-        || !PyArg_ParseTuple(kind, "iii", &a.family, &a.socktype,
-                             &a.proto)) {
+        || !PyArg_ParseTuple(kind, "iii", &a.family, &a.socktype, &a.proto)) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError,
                             "accept_connections(): bad arguments");
@@ -227,8 +222,8 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         socklen_t len = sizeof(ss);
         memset(&ss, 0, sizeof(ss));
         int fd = EVPY_FAULT(EVPY_FAULT_ACCEPT,
-                       accept4(lfd, (struct sockaddr *)&ss, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC));
+                            accept4(lfd, (struct sockaddr *)&ss, &len,
+                                    SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
                 || errno == ECONNABORTED) {
@@ -237,9 +232,9 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             return evpy_set_errno(-errno);
         }
         n++;
-        PyObject *addr = len > 0 ? evpy_sockaddr_to_py((struct sockaddr *)&ss,
-                                                       len)
-                                 : PyUnicode_FromString("");
+        PyObject *addr = len > 0
+                             ? evpy_sockaddr_to_py((struct sockaddr *)&ss, len)
+                             : PyUnicode_FromString("");
         if (addr == NULL && !PyErr_Occurred()) {
             addr = Py_NewRef(Py_None);
         }
@@ -259,8 +254,7 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(addr);
         if (exc != NULL) {
             if (PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
-                || PyErr_GivenExceptionMatches(exc,
-                                               PyExc_KeyboardInterrupt)) {
+                || PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt)) {
                 evpy_restore_exc(exc);
                 return NULL;
             }
@@ -315,8 +309,8 @@ adopt_stream(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyMethodDef evpy_accept_methods[] = {
-    {"adopt_stream", (PyCFunction)(void (*)(void))adopt_stream,
-     METH_FASTCALL, NULL},
+    {"adopt_stream", (PyCFunction)(void (*)(void))adopt_stream, METH_FASTCALL,
+     NULL},
     {"accept_connections", (PyCFunction)(void (*)(void))accept_connections,
      METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},

@@ -32,8 +32,8 @@
 #endif
 
 typedef struct {
-    PyObject *data;    /* bytes */
-    PyObject *addr;    /* destination, or None */
+    PyObject *data; /* bytes */
+    PyObject *addr; /* destination, or None */
 } dq_item;
 
 typedef struct {
@@ -111,9 +111,8 @@ dgram_error_received(DatagramObject *self, PyObject *exc)
         return 0;
     }
     PyObject *protocol = Py_NewRef(self->t.protocol);
-    PyObject *r = PyObject_CallMethodOneArg(protocol,
-                                            self->t.st->str_error_received,
-                                            exc);
+    PyObject *r = PyObject_CallMethodOneArg(
+        protocol, self->t.st->str_error_received, exc);
     Py_DECREF(protocol);
     Py_DECREF(exc);
     if (r == NULL) {
@@ -144,7 +143,7 @@ dgram_read(DatagramObject *self)
     do {
         n = EVPY_FAULT(EVPY_FAULT_RECVFROM,
                        recvfrom(self->t.io.fd, buf, EVPY_READBUF_SIZE, 0,
-                     (struct sockaddr *)&ss, &sl));
+                                (struct sockaddr *)&ss, &sl));
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -193,8 +192,8 @@ dgram_read(DatagramObject *self)
 /* One sendto() of data to sa (NULL: the connected peer). Returns 1 if
  * sent, 0 if it would block, -1 with an exception set otherwise. */
 static int
-dgram_send_raw(DatagramObject *self, PyObject *data,
-               const struct sockaddr *sa, socklen_t sl)
+dgram_send_raw(DatagramObject *self, PyObject *data, const struct sockaddr *sa,
+               socklen_t sl)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
@@ -228,8 +227,9 @@ dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
     }
     struct sockaddr_storage ss;
     socklen_t sl;
-    int parsed = self->t.family < 0 ? 1
-                 : evpy_sockaddr_from_py(self->t.family, addr, &ss, &sl);
+    int parsed = self->t.family < 0
+                     ? 1
+                     : evpy_sockaddr_from_py(self->t.family, addr, &ss, &sl);
     if (parsed < 0) {
         return -1;
     }
@@ -237,9 +237,9 @@ dgram_send_one(DatagramObject *self, PyObject *data, PyObject *addr)
         return dgram_send_raw(self, data, (struct sockaddr *)&ss, sl);
     }
     PyObject *args[3] = {self->t.sock, data, addr};
-    PyObject *r = PyObject_VectorcallMethod(
-        self->t.st->str_sendto, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-        NULL);
+    PyObject *r = PyObject_VectorcallMethod(self->t.st->str_sendto, args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                            NULL);
     if (r != NULL) {
         Py_DECREF(r);
         return 1;
@@ -580,8 +580,7 @@ evpy_datagram_add_type(PyObject *mod, evpy_state *st)
 {
     /* asyncio's datagram transport is a Transport too (its selector base
      * class is), and a DatagramTransport from 3.12 on. */
-    st->DatagramType = evpy_transport_make_type(mod, st, &dgram_spec,
-                                                "Transport",
-                                                "DatagramTransport");
+    st->DatagramType = evpy_transport_make_type(
+        mod, st, &dgram_spec, "Transport", "DatagramTransport");
     return st->DatagramType == NULL ? -1 : 0;
 }

@@ -23,26 +23,26 @@
 
 typedef struct LoopObject {
     PyObject_HEAD
-    evpy_state *st;              /* borrowed: the type keeps the module */
-    evpy_poller_t *poller;       /* NULL once closed */
-    evpy_fdtable_t fds;          /* reader/writer: owned Handle refs */
-    evpy_timerheap_t timers;     /* each entry owns a ref to its handle */
-    evpy_ring_t ready;           /* owned Handle refs */
+    evpy_state *st;          /* borrowed: the type keeps the module */
+    evpy_poller_t *poller;   /* NULL once closed */
+    evpy_fdtable_t fds;      /* reader/writer: owned Handle refs */
+    evpy_timerheap_t timers; /* each entry owns a ref to its handle */
+    evpy_ring_t ready;       /* owned Handle refs */
     evpy_waker_t waker;
     evpy_event_t *events;
     int events_cap;
-    unsigned long thread_id;     /* 0 unless running */
+    unsigned long thread_id; /* 0 unless running */
     char closed;
     char running;
     char stopping;
     char debug;
-    char sleeping;               /* blocked in the poller, GIL released */
-    char wake_pending;           /* waker written, not yet drained */
-    size_t io_queued;            /* readiness events queued by this poll */
+    char sleeping;     /* blocked in the poller, GIL released */
+    char wake_pending; /* waker written, not yet drained */
+    size_t io_queued;  /* readiness events queued by this poll */
     double slow_callback_duration;
-    char *readbuf;               /* shared by every transport's reads */
-    PyObject *current_handle;    /* debug mode only */
-    PyObject *task_factory;      /* set_task_factory(), NULL for none */
+    char *readbuf;            /* shared by every transport's reads */
+    PyObject *current_handle; /* debug mode only */
+    PyObject *task_factory;   /* set_task_factory(), NULL for none */
     PyObject *weakreflist;
     /* Held by the loop thread while it runs a call_soon_threadsafe()
      * handle: cancel()/cancelled() from another thread wait on it until
@@ -75,11 +75,9 @@ PyObject *evpy_loop_add_reader(LoopObject *self, PyObject *const *args,
                                Py_ssize_t nargs);
 PyObject *evpy_loop_add_writer(LoopObject *self, PyObject *const *args,
                                Py_ssize_t nargs);
-PyObject *evpy_loop_add_reader_handle(LoopObject *self,
-                                      PyObject *const *args,
+PyObject *evpy_loop_add_reader_handle(LoopObject *self, PyObject *const *args,
                                       Py_ssize_t nargs);
-PyObject *evpy_loop_add_writer_handle(LoopObject *self,
-                                      PyObject *const *args,
+PyObject *evpy_loop_add_writer_handle(LoopObject *self, PyObject *const *args,
                                       Py_ssize_t nargs);
 PyObject *evpy_loop_remove_reader(LoopObject *self, PyObject *fileobj);
 PyObject *evpy_loop_remove_writer(LoopObject *self, PyObject *fileobj);
@@ -98,7 +96,7 @@ int evpy_loop_check_no_transport(LoopObject *self, int fd);
  *   ready ring entry:      Handle *, or IOObject * | EVPY_READ/EVPY_WRITE */
 #define EVPY_TAG_IO ((uintptr_t)1)
 #define EVPY_TAG_MASK ((uintptr_t)3)
-#define EVPY_TAG(p) ((uintptr_t)(p) & EVPY_TAG_MASK)
+#define EVPY_TAG(p) ((uintptr_t)(p)&EVPY_TAG_MASK)
 #define EVPY_UNTAG(p) ((PyObject *)((uintptr_t)(p) & ~EVPY_TAG_MASK))
 
 typedef struct IOObject IOObject;
@@ -117,9 +115,9 @@ typedef struct {
  * asyncio's transport classes and extend their layout. */
 struct IOObject {
     PyObject_HEAD
-    PyObject *extra;               /* BaseTransport.__slots__ '_extra' */
+    PyObject *extra; /* BaseTransport.__slots__ '_extra' */
     const evpy_io_vtable *vt;
-    LoopObject *loop;              /* NULL when not attached */
+    LoopObject *loop; /* NULL when not attached */
     /* The contextvars.Context each direction's events run in, as asyncio
      * runs a reader's or writer's Handle: [EVPY_IO_CTX_READ] is copied when
      * reading starts or resumes, [EVPY_IO_CTX_WRITE] when writing has to
@@ -150,8 +148,8 @@ void evpy_loop_io_detach(LoopObject *loop, IOObject *io);
  * semantics. */
 int evpy_loop_call_soon(LoopObject *loop, PyObject *callable, PyObject *arg);
 /* The same in `context` (NULL: a copy of the current one). */
-int evpy_loop_call_soon_in(LoopObject *loop, PyObject *callable,
-                           PyObject *arg, PyObject *context);
+int evpy_loop_call_soon_in(LoopObject *loop, PyObject *callable, PyObject *arg,
+                           PyObject *context);
 /* Schedules callable(*args) in `context` (NULL: a copy of the current
  * one) with call_soon semantics. */
 int evpy_loop_call_soon_n(LoopObject *loop, PyObject *callable,
@@ -165,27 +163,27 @@ char *evpy_loop_readbuf(LoopObject *loop);
 /* -- Handle / TimerHandle ------------------------------------------------- */
 
 typedef struct HandleObject {
-    PyObject_VAR_HEAD            /* ob_size: number of args */
-    PyObject *callback;          /* NULL once cancelled */
+    PyObject_VAR_HEAD   /* ob_size: number of args */
+    PyObject *callback; /* NULL once cancelled */
     PyObject *context;
     LoopObject *loop;
-    PyObject *source_traceback;  /* debug mode only */
-    PyObject *repr;              /* debug: repr saved at cancel */
+    PyObject *source_traceback; /* debug mode only */
+    PyObject *repr;             /* debug: repr saved at cancel */
     PyObject *weakreflist;
-    int running;                 /* _run() calls in progress (re-entrant) */
+    int running; /* _run() calls in progress (re-entrant) */
     char cancelled;
     char is_timer;
-    char threadsafe;             /* made by call_soon_threadsafe() */
-    evpy_timer_t timer;          /* TimerHandle: heap entry */
-    double when;                 /* TimerHandle: float time as given */
-    PyObject *args[1];           /* ob_size items, owned */
+    char threadsafe;    /* made by call_soon_threadsafe() */
+    evpy_timer_t timer; /* TimerHandle: heap entry */
+    double when;        /* TimerHandle: float time as given */
+    PyObject *args[1];  /* ob_size items, owned */
 } HandleObject;
 
 extern PyType_Spec evpy_handle_spec;
 extern PyType_Spec evpy_timerhandle_spec;
 
 #define EVPY_HANDLE_FROM_TIMER(t) \
-    ((HandleObject *)((char *)(t) - offsetof(HandleObject, timer)))
+  ((HandleObject *)((char *)(t)-offsetof(HandleObject, timer)))
 
 /* New handle; args are borrowed and increfed. context NULL copies the
  * current one. Returns a new reference or NULL. */

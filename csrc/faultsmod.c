@@ -18,8 +18,7 @@ faults_set(PyObject *mod, PyObject *args)
     unsigned long long seed;
     double rate;
     int transient = 0;
-    if (!PyArg_ParseTuple(args, "Kd|p:faults_set", &seed, &rate,
-                          &transient)) {
+    if (!PyArg_ParseTuple(args, "Kd|p:faults_set", &seed, &rate, &transient)) {
         return NULL;
     }
     evpy_faults_configure(seed, rate, transient);

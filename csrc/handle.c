@@ -88,9 +88,9 @@ handle_report_error(HandleObject *h)
     }
     Py_INCREF(loop);
     PyObject *exc = evpy_fetch_exc();
-    PyObject *res = PyObject_CallMethodObjArgs(
-        (PyObject *)loop, loop->st->str_on_callback_error, (PyObject *)h,
-        exc, NULL);
+    PyObject *res = PyObject_CallMethodObjArgs((PyObject *)loop,
+                                               loop->st->str_on_callback_error,
+                                               (PyObject *)h, exc, NULL);
     Py_DECREF(exc);
     if (res == NULL) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)
@@ -202,8 +202,8 @@ handle_wait_not_running(HandleObject *self)
 {
     LoopObject *loop = self->loop;
     if (!self->threadsafe || !self->running || loop == NULL
-        || loop->ts_lock == NULL
-        || !loop->ts_held || loop->thread_id == PyThread_get_thread_ident()) {
+        || loop->ts_lock == NULL || !loop->ts_held
+        || loop->thread_id == PyThread_get_thread_ident()) {
         return;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -373,8 +373,9 @@ timerhandle_richcompare(PyObject *a, PyObject *b, int op)
             eq = PyObject_RichCompareBool(cx, cy, Py_EQ);
             Py_DECREF(cx);
             Py_DECREF(cy);
-            for (Py_ssize_t i = 0; eq == 1 && x->callback && y->callback
-                                   && i < Py_SIZE(x); i++) {
+            for (Py_ssize_t i = 0;
+                 eq == 1 && x->callback && y->callback && i < Py_SIZE(x);
+                 i++) {
                 PyObject *ax = Py_NewRef(x->args[i]);
                 PyObject *ay = Py_NewRef(y->args[i]);
                 eq = PyObject_RichCompareBool(ax, ay, Py_EQ);
@@ -467,8 +468,8 @@ static PyGetSetDef handle_getset[] = {
 };
 
 static PyMemberDef handle_members[] = {
-    {"__weaklistoffset__", Py_T_PYSSIZET,
-     offsetof(HandleObject, weakreflist), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(HandleObject, weakreflist),
+     Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -521,7 +522,7 @@ PyType_Spec evpy_timerhandle_spec = {
     .name = "evpy._core.TimerHandle",
     .basicsize = offsetof(HandleObject, args),
     .itemsize = sizeof(PyObject *),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
-             | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = timerhandle_slots,
 };

@@ -47,8 +47,7 @@ is_coroutine_function(evpy_state *st, PyObject *func)
             continue;
         }
         if (PyFunction_Check(func)) {
-            PyCodeObject *code =
-                (PyCodeObject *)PyFunction_GET_CODE(func);
+            PyCodeObject *code = (PyCodeObject *)PyFunction_GET_CODE(func);
             return (code->co_flags & CO_COROUTINE) != 0;
         }
         if ((PyObject *)Py_TYPE(func) == st->partial_type) {
@@ -95,13 +94,13 @@ loop_check_callback(LoopObject *self, PyObject *callback, const char *method)
         return -1;
     }
     if (is_coro) {
-        PyErr_Format(PyExc_TypeError,
-                     "coroutines cannot be used with %s()", method);
+        PyErr_Format(PyExc_TypeError, "coroutines cannot be used with %s()",
+                     method);
     }
     else {
         PyErr_Format(PyExc_TypeError,
-                     "a callable object was expected by %s(), got %R",
-                     method, callback);
+                     "a callable object was expected by %s(), got %R", method,
+                     callback);
     }
     return -1;
 }
@@ -111,16 +110,17 @@ loop_check_callback(LoopObject *self, PyObject *callback, const char *method)
  * The fixed parameters (callback, delay, when) may also be passed by
  * keyword, as Python allows for asyncio's signatures. */
 typedef struct {
-    PyObject *fixed[2];        /* borrowed */
-    PyObject *const *extra;    /* the callback's arguments, borrowed */
+    PyObject *fixed[2];     /* borrowed */
+    PyObject *const *extra; /* the callback's arguments, borrowed */
     Py_ssize_t nextra;
-    PyObject *context;         /* borrowed, NULL if not given */
+    PyObject *context; /* borrowed, NULL if not given */
 } sched_args_t;
 
 static int
 kw_is(PyObject *name, PyObject *interned, const char *ascii)
 {
-    return name == interned || PyUnicode_CompareWithASCIIString(name, ascii) == 0;
+    return name == interned
+           || PyUnicode_CompareWithASCIIString(name, ascii) == 0;
 }
 
 static int
@@ -155,8 +155,8 @@ parse_sched_args(LoopObject *self, PyObject *const *args, size_t nargsf,
         }
         if (out->fixed[j] != NULL) {
             PyErr_Format(PyExc_TypeError,
-                         "%s() got multiple values for argument '%s'",
-                         method, names[j]);
+                         "%s() got multiple values for argument '%s'", method,
+                         names[j]);
             return -1;
         }
         out->fixed[j] = args[nargs + i];
@@ -207,8 +207,8 @@ loop_wrap_threadsafe_handle(LoopObject *self, PyTypeObject *wrap,
                             HandleObject *h)
 {
     PyObject *w = wrap->tp_alloc(wrap, 0);
-    if (w == NULL || PyObject_SetAttr(w, self->st->str_handle, (PyObject *)h)
-                         < 0) {
+    if (w == NULL
+        || PyObject_SetAttr(w, self->st->str_handle, (PyObject *)h) < 0) {
         Py_XDECREF(w);
         Py_DECREF(h);
         return NULL;
@@ -223,7 +223,8 @@ loop_schedule_soon(LoopObject *self, PyObject *const *args, size_t nargsf,
 {
     sched_args_t a;
     if (parse_sched_args(self, args, nargsf, kwnames, method, names_soon, 1,
-                         &a) < 0) {
+                         &a)
+        < 0) {
         return NULL;
     }
     PyObject *callback = a.fixed[0];
@@ -287,8 +288,9 @@ loop_schedule_at(LoopObject *self, double when, sched_args_t *a)
     if (loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (self->debug && (loop_check_thread(self) < 0
-                        || loop_check_callback(self, callback, "call_at") < 0)) {
+    if (self->debug
+        && (loop_check_thread(self) < 0
+            || loop_check_callback(self, callback, "call_at") < 0)) {
         return NULL;
     }
     HandleObject *h = evpy_handle_new(self, self->st->TimerHandleType,
@@ -304,7 +306,7 @@ loop_schedule_at(LoopObject *self, double when, sched_args_t *a)
         Py_DECREF(h);
         return PyErr_NoMemory();
     }
-    Py_INCREF(h); /* the heap's reference */
+    Py_INCREF(h);                          /* the heap's reference */
     EVPY_STAT_INC(self, timers_scheduled); /* health */
     return (PyObject *)h;
 }
@@ -313,8 +315,8 @@ loop_schedule_at(LoopObject *self, double when, sched_args_t *a)
 static int
 parse_time_args(LoopObject *self, PyObject *const *args, size_t nargsf,
                 PyObject *kwnames, const char *method,
-                const char *const *names, const char *none_msg,
-                double *value, sched_args_t *a)
+                const char *const *names, const char *none_msg, double *value,
+                sched_args_t *a)
 {
     if (parse_sched_args(self, args, nargsf, kwnames, method, names, 2, a)
         < 0) {
@@ -337,9 +339,9 @@ loop_call_later(LoopObject *self, PyObject *const *args, size_t nargsf,
 {
     double delay;
     sched_args_t a;
-    if (parse_time_args(self, args, nargsf, kwnames, "call_later",
-                        names_later, "delay must not be None", &delay,
-                        &a) < 0) {
+    if (parse_time_args(self, args, nargsf, kwnames, "call_later", names_later,
+                        "delay must not be None", &delay, &a)
+        < 0) {
         return NULL;
     }
     double now = (double)evpy_clock_now_ns() / 1e9;
@@ -353,7 +355,8 @@ loop_call_at(LoopObject *self, PyObject *const *args, size_t nargsf,
     double when;
     sched_args_t a;
     if (parse_time_args(self, args, nargsf, kwnames, "call_at", names_at,
-                        "when cannot be None", &when, &a) < 0) {
+                        "when cannot be None", &when, &a)
+        < 0) {
         return NULL;
     }
     return loop_schedule_at(self, when, &a);
@@ -434,8 +437,7 @@ loop_create_task(LoopObject *self, PyObject *const *args, size_t nargsf,
     for (Py_ssize_t i = 0; fast && i < nkw; i++) {
         PyObject *kw = PyTuple_GET_ITEM(kwnames, i);
         PyObject *v = args[nargs + i];
-        if (kw == st->str_name
-            || PyUnicode_Compare(kw, st->str_name) == 0) {
+        if (kw == st->str_name || PyUnicode_Compare(kw, st->str_name) == 0) {
             name = v == Py_None ? NULL : v;
         }
         else if (kw == st->str_context
@@ -514,7 +516,8 @@ evpy_loop_io_attach(LoopObject *self, IOObject *io)
     if (slot->reader != NULL || slot->writer != NULL) {
         PyErr_Format(PyExc_RuntimeError,
                      "File descriptor %d has a reader or writer: remove "
-                     "it before making a transport of it", io->fd);
+                     "it before making a transport of it",
+                     io->fd);
         return -1;
     }
     slot->reader = slot->writer = (void *)((uintptr_t)io | EVPY_TAG_IO);
@@ -718,8 +721,8 @@ loop_poll(LoopObject *self, int64_t timeout_ns)
         if (slot == NULL || slot->have == 0) {
             /* A registration we no longer own (epoll keeps a dup'ed,
              * closed fd's interest): drop it. */
-            (void)evpy_poller_ctl(self->poller, fd, EVPY_READ | EVPY_WRITE,
-                                  0, 0);
+            (void)evpy_poller_ctl(self->poller, fd, EVPY_READ | EVPY_WRITE, 0,
+                                  0);
             continue;
         }
         if (!evpy_fdtable_event_current(&self->fds, &self->events[i])) {
@@ -766,8 +769,8 @@ loop_run_entry(LoopObject *self, void *entry)
     }
     EVPY_STAT_INC(self, io_events); /* health */
     IOObject *io = (IOObject *)EVPY_UNTAG(entry);
-    PyObject *ctx = io->ctx[tag == EVPY_WRITE ? EVPY_IO_CTX_WRITE
-                                             : EVPY_IO_CTX_READ];
+    PyObject *ctx =
+        io->ctx[tag == EVPY_WRITE ? EVPY_IO_CTX_WRITE : EVPY_IO_CTX_READ];
     if (ctx == NULL) {
         return io->vt->on_event(io, (unsigned)tag);
     }
@@ -812,8 +815,9 @@ loop_run_timed(LoopObject *self, void *entry)
         /* health: lag from when the entry became due: a timer's deadline,
          * a call_soon's time (stamped in detailed mode), the wake-up that
          * found an I/O event. */
-        int64_t due = EVPY_TAG(entry) ? self->stats.wake_ns
-                                      : ((HandleObject *)obj)->timer.deadline_ns;
+        int64_t due = EVPY_TAG(entry)
+                          ? self->stats.wake_ns
+                          : ((HandleObject *)obj)->timer.deadline_ns;
         if (due > 0 && due <= t0) {
             evpy_hist_add(&self->stats.ready_lag, t0 - due);
         }
@@ -848,8 +852,7 @@ loop_run_timed(LoopObject *self, void *entry)
             return -1;
         }
         PyObject *r = PyObject_CallMethodObjArgs(
-            (PyObject *)self, self->st->str_on_slow_callback, what, pdt,
-            NULL);
+            (PyObject *)self, self->st->str_on_slow_callback, what, pdt, NULL);
         Py_DECREF(what);
         Py_DECREF(pdt);
         if (r == NULL) {
@@ -1115,8 +1118,7 @@ loop_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     rc = evpy_waker_open(&self->waker);
     if (rc == 0) {
-        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ,
-                             0);
+        rc = evpy_poller_ctl(self->poller, self->waker.rfd, 0, EVPY_READ, 0);
     }
     if (rc < 0) {
         evpy_set_errno(rc);

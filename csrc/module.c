@@ -22,9 +22,9 @@ module_set_threadsafe_handle_type(PyObject *mod, PyObject *cls)
 }
 
 static PyMethodDef module_methods[] = {
-    {"_set_threadsafe_handle_type", module_set_threadsafe_handle_type,
-     METH_O, "What call_soon_threadsafe() wraps its Handle in (None: "
-             "nothing)."},
+    {"_set_threadsafe_handle_type", module_set_threadsafe_handle_type, METH_O,
+     "What call_soon_threadsafe() wraps its Handle in (None: "
+     "nothing)."},
     {NULL, NULL, 0, NULL},
 };
 

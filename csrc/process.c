@@ -27,20 +27,20 @@
 
 #ifdef __linux__
 
-#include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#  include <fcntl.h>
+#  include <sched.h>
+#  include <signal.h>
+#  include <string.h>
+#  include <sys/resource.h>
+#  include <sys/syscall.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
 
-#ifndef CLONE_PIDFD
-#define CLONE_PIDFD 0x00001000
-#endif
+#  ifndef CLONE_PIDFD
+#    define CLONE_PIDFD 0x00001000
+#  endif
 
-#define CHILD_STACK_SIZE (64 * 1024)
+#  define CHILD_STACK_SIZE (64 * 1024)
 
 /* What went wrong in the child: picks the OSError's filename. */
 enum { STAGE_EXEC = 0, STAGE_CHDIR = 1, STAGE_OTHER = 2 };
@@ -50,19 +50,19 @@ enum { ARG_PIPE = -1, ARG_STDOUT = -2, ARG_DEVNULL = -3, ARG_INHERIT = -4 };
 
 typedef struct {
     char *const *argv;
-    char *const *envp;          /* NULL: the parent's environ */
-    char *const *exes;          /* candidate paths */
+    char *const *envp; /* NULL: the parent's environ */
+    char *const *exes; /* candidate paths */
     Py_ssize_t nexes;
-    const char *cwd;            /* NULL: stay */
-    int fds[3];                 /* the child's stdio sources, -1: inherit */
-    const int *keep;            /* sorted: pass_fds and the error pipe */
+    const char *cwd; /* NULL: stay */
+    int fds[3];      /* the child's stdio sources, -1: inherit */
+    const int *keep; /* sorted: pass_fds and the error pipe */
     Py_ssize_t nkeep;
     int errpipe;
     int close_fds;
     int restore_signals;
     int new_session;
-    int pgid;                   /* -1: none */
-    const sigset_t *mask;       /* the parent's signal mask */
+    int pgid;             /* -1: none */
+    const sigset_t *mask; /* the parent's signal mask */
 } child_args;
 
 /* -- the child (async-signal-safe calls only) -------------------------- */
@@ -93,11 +93,11 @@ set_inheritable(int fd)
 static void
 close_range_of(unsigned int lo, unsigned int hi)
 {
-#ifdef SYS_close_range
+#  ifdef SYS_close_range
     if (syscall(SYS_close_range, lo, hi, 0) == 0) {
         return;
     }
-#endif
+#  endif
     /* No close_range() (Linux < 5.9): close each possible fd. */
     struct rlimit rl;
     unsigned int end = 65536;
@@ -138,7 +138,7 @@ default_signals(int restore)
             continue;
         }
         if (sigaction(sig, NULL, &sa) < 0) {
-            continue;  /* glibc's internal signals */
+            continue; /* glibc's internal signals */
         }
         int ignored = sa.sa_handler == SIG_IGN;
         if (sa.sa_handler == SIG_DFL
@@ -229,7 +229,7 @@ fail:
 
 /* A list of bytes objects and the NULL-terminated char * array over them. */
 typedef struct {
-    PyObject *owner;            /* list of bytes */
+    PyObject *owner; /* list of bytes */
     char **ptrs;
 } cstrings;
 
@@ -353,8 +353,10 @@ exes_from(PyObject *executable, PyObject *env, PyObject *get_exec_path,
     }
     else {
         PyObject *dirs = PyObject_CallOneArg(get_exec_path, env);
-        PyObject *seq = dirs == NULL ? NULL
-            : PySequence_Fast(dirs, "get_exec_path() must give a sequence");
+        PyObject *seq = dirs == NULL
+                            ? NULL
+                            : PySequence_Fast(
+                                dirs, "get_exec_path() must give a sequence");
         Py_XDECREF(dirs);
         r = seq == NULL ? -1 : 0;
         Py_ssize_t n = seq == NULL ? 0 : PySequence_Fast_GET_SIZE(seq);
@@ -371,8 +373,7 @@ exes_from(PyObject *executable, PyObject *env, PyObject *get_exec_path,
                 path = Py_NewRef(exe);
             }
             else {
-                path = PyBytes_FromFormat(d[len - 1] == '/' ? "%s%s"
-                                                            : "%s/%s",
+                path = PyBytes_FromFormat(d[len - 1] == '/' ? "%s%s" : "%s/%s",
                                           d, name);
             }
             Py_DECREF(dir);
@@ -409,9 +410,9 @@ stdio_arg(PyObject *obj, int *out)
         *out = ARG_INHERIT;
         return 0;
     }
-    PyObject *num = PyLong_Check(obj) ? Py_NewRef(obj)
-                                      : PyObject_CallMethod(obj, "fileno",
-                                                            NULL);
+    PyObject *num = PyLong_Check(obj)
+                        ? Py_NewRef(obj)
+                        : PyObject_CallMethod(obj, "fileno", NULL);
     if (num == NULL) {
         return -1;
     }
@@ -457,8 +458,8 @@ evpy_spawn(PyObject *const *a, int out[5])
         || as_int(a[10], &pgid) < 0) {
         return -1;
     }
-    if (PySys_Audit("subprocess.Popen", "OOOO", executable, args, cwd,
-                    env) < 0) {
+    if (PySys_Audit("subprocess.Popen", "OOOO", executable, args, cwd, env)
+        < 0) {
         return -1;
     }
 
@@ -525,8 +526,7 @@ evpy_spawn(PyObject *const *a, int out[5])
             if (devnull < 0) {
                 devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
                 if (devnull < 0) {
-                    PyErr_SetFromErrnoWithFilename(PyExc_OSError,
-                                                   "/dev/null");
+                    PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/dev/null");
                     goto fail;
                 }
             }
@@ -536,7 +536,7 @@ evpy_spawn(PyObject *const *a, int out[5])
             src[2] = src[1];
         }
         else if (arg[i] < -1 && arg[i] != ARG_INHERIT) {
-            src[i] = arg[i];  /* as Popen: dup2() in the child fails */
+            src[i] = arg[i]; /* as Popen: dup2() in the child fails */
         }
     }
     if (pipe2(errpipe, O_CLOEXEC) < 0) {
@@ -564,13 +564,20 @@ evpy_spawn(PyObject *const *a, int out[5])
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     child_args c = {
-        .argv = argv.ptrs, .envp = envp.ptrs, .exes = exes.ptrs,
+        .argv = argv.ptrs,
+        .envp = envp.ptrs,
+        .exes = exes.ptrs,
         .nexes = PyList_GET_SIZE(exes.owner),
         .cwd = cwd_b ? PyBytes_AS_STRING(cwd_b) : NULL,
-        .fds = {src[0], src[1], src[2]}, .keep = keep, .nkeep = nkeep,
-        .errpipe = errpipe[1], .close_fds = close_fds,
-        .restore_signals = flags & 1, .new_session = (flags & 2) != 0,
-        .pgid = pgid, .mask = &old,
+        .fds = {src[0], src[1], src[2]},
+        .keep = keep,
+        .nkeep = nkeep,
+        .errpipe = errpipe[1],
+        .close_fds = close_fds,
+        .restore_signals = flags & 1,
+        .new_session = (flags & 2) != 0,
+        .pgid = pgid,
+        .mask = &old,
     };
     pid = clone(child_main, stack + CHILD_STACK_SIZE,
                 CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &c, &pidfd);

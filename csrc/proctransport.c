@@ -27,35 +27,37 @@
 
 #ifdef __linux__
 
-#include <sys/wait.h>
-#include <unistd.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
 
 
 typedef struct {
-    IOObject io;                /* io.fd: the pidfd (owned), -1 once closed;
-                                 * io.loop: set while it is watched */
-    evpy_state *st;             /* borrowed: the type keeps the module */
+    /* io.fd: the pidfd (owned), -1 once closed;
+     * io.loop: set while it is watched */
+    IOObject io;
+    evpy_state *st; /* borrowed: the type keeps the module */
     /* asyncio's attributes; NULL reads as None */
-    PyObject *aloop;            /* _loop */
-    PyObject *protocol;         /* _protocol */
-    PyObject *pipes;            /* _pipes: fd -> pipe protocol */
-    PyObject *exit_waiters;     /* _exit_waiters */
-    PyObject *pending_calls;    /* _pending_calls */
-    PyObject *pid;              /* _pid */
-    PyObject *returncode;       /* _returncode */
+    PyObject *aloop;         /* _loop */
+    PyObject *protocol;      /* _protocol */
+    PyObject *pipes;         /* _pipes: fd -> pipe protocol */
+    PyObject *exit_waiters;  /* _exit_waiters */
+    PyObject *pending_calls; /* _pending_calls */
+    PyObject *pid;           /* _pid */
+    PyObject *returncode;    /* _returncode */
     /* evpy's */
-    PyObject *reaped;           /* _reaped: the return code this reaped */
-    PyObject *popen;            /* _popen: get_extra_info('subprocess') */
-    PyObject *args;             /* _args: Popen.args of that Popen */
-    PyObject *home;             /* the loop it was made on, kept after
-                                 * connection_lost (_wait's futures) */
-    pid_t cpid;                 /* the child, 0 before it exists */
-    char closed;                /* _closed */
-    char finished;              /* _finished */
-    char gone;                  /* _gone: asyncio's `_proc is None` */
+    PyObject *reaped; /* _reaped: the return code this reaped */
+    PyObject *popen;  /* _popen: get_extra_info('subprocess') */
+    PyObject *args;   /* _args: Popen.args of that Popen */
+    /* the loop it was made on, kept after
+     * connection_lost (_wait's futures) */
+    PyObject *home;
+    pid_t cpid;    /* the child, 0 before it exists */
+    char closed;   /* _closed */
+    char finished; /* _finished */
+    char gone;     /* _gone: asyncio's `_proc is None` */
 } ProcObject;
 
-#define PT(o) ((ProcObject *)(o))
+#  define PT(o) ((ProcObject *)(o))
 
 static PyObject *
 none_if_null(PyObject *o)
@@ -107,8 +109,10 @@ pt_call(ProcObject *self, PyObject *cb, PyObject *const *args,
             PyTuple_SET_ITEM(data, i, Py_NewRef(args[i]));
         }
         PyObject *pair = PyTuple_Pack(2, cb, data);
-        PyObject *r = pair == NULL ? NULL : PyObject_CallMethodOneArg(
-            self->pending_calls, self->st->str_append, pair);
+        PyObject *r = pair == NULL
+                          ? NULL
+                          : PyObject_CallMethodOneArg(
+                              self->pending_calls, self->st->str_append, pair);
         Py_XDECREF(pair);
         Py_DECREF(data);
         Py_XDECREF(r);
@@ -183,7 +187,7 @@ pt_try_finish(ProcObject *self, PyObject *Py_UNUSED(ignored))
     }
     self->finished = 1;
     PyObject *cb = PyObject_GetAttr((PyObject *)self,
-                                   self->st->str_call_connection_lost);
+                                    self->st->str_call_connection_lost);
     if (cb == NULL) {
         return NULL;
     }
@@ -213,8 +217,8 @@ pt_process_exited(ProcObject *self, PyObject *returncode)
         return NULL;
     }
     if (debug) {
-        PyObject *r = PyObject_CallMethod((PyObject *)self, "_log_exited",
-                                          "O", returncode);
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_log_exited", "O",
+                                          returncode);
         if (r == NULL) {
             return NULL;
         }
@@ -222,14 +226,17 @@ pt_process_exited(ProcObject *self, PyObject *returncode)
     }
     Py_XSETREF(self->returncode, Py_NewRef(returncode));
     if (self->popen != NULL) {
-        PyObject *prc = PyObject_GetAttr(self->popen, self->st->str_returncode);
+        PyObject *prc = PyObject_GetAttr(self->popen,
+                                         self->st->str_returncode);
         if (prc == NULL) {
             return NULL;
         }
         int unset = prc == Py_None;
         Py_DECREF(prc);
-        if (unset && PyObject_SetAttr(self->popen, self->st->str_returncode,
-                                            returncode) < 0) {
+        if (unset
+            && PyObject_SetAttr(self->popen, self->st->str_returncode,
+                                returncode)
+                   < 0) {
             return NULL;
         }
     }
@@ -243,8 +250,8 @@ static PyObject *
 pt_call_connection_lost(ProcObject *self, PyObject *exc)
 {
     PyObject *proto = self->protocol != NULL ? self->protocol : Py_None;
-    PyObject *r = PyObject_CallMethodOneArg(proto, self->st->str_connection_lost,
-                                             exc);
+    PyObject *r = PyObject_CallMethodOneArg(
+        proto, self->st->str_connection_lost, exc);
     PyObject *err = r == NULL ? evpy_fetch_exc() : NULL;
     Py_XDECREF(r);
     /* finally: wake up what waits in wait() */
@@ -254,7 +261,8 @@ pt_call_connection_lost(ProcObject *self, PyObject *exc)
         PyObject *rc = self->returncode != NULL ? self->returncode : Py_None;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); i++) {
             PyObject *w = PyList_GET_ITEM(waiters, i);
-            PyObject *c = PyObject_CallMethodNoArgs(w, self->st->str_cancelled);
+            PyObject *c = PyObject_CallMethodNoArgs(w,
+                                                    self->st->str_cancelled);
             int cancelled = c == NULL ? -1 : PyObject_IsTrue(c);
             Py_XDECREF(c);
             PyObject *s = NULL;
@@ -293,8 +301,8 @@ pt_report(ProcObject *self, LoopObject *loop)
         return -1;
     }
     PyObject *exc = evpy_fetch_exc();
-    PyObject *r = PyObject_CallMethod((PyObject *)self, "_reaper_failed",
-                                      "OO", loop, exc);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_reaper_failed", "OO",
+                                      loop, exc);
     Py_DECREF(exc);
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)
@@ -324,26 +332,28 @@ pt_reaped(ProcObject *self, LoopObject *loop, PyObject *rc)
 {
     Py_XSETREF(self->reaped, Py_NewRef(rc));
     if (self->popen != NULL) {
-        PyObject *prc = PyObject_GetAttr(self->popen, self->st->str_returncode);
+        PyObject *prc = PyObject_GetAttr(self->popen,
+                                         self->st->str_returncode);
         if (prc == NULL) {
             return -1;
         }
         int unset = prc == Py_None;
         Py_DECREF(prc);
-        if (unset && PyObject_SetAttr(self->popen, self->st->str_returncode,
-                                            rc) < 0) {
+        if (unset
+            && PyObject_SetAttr(self->popen, self->st->str_returncode, rc)
+                   < 0) {
             return -1;
         }
     }
     PyObject *cb = PyObject_GetAttr((PyObject *)self,
-                                   self->st->str_m_process_exited);
+                                    self->st->str_m_process_exited);
     if (cb == NULL) {
         return -1;
     }
     int r;
-#if PY_VERSION_HEX >= 0x030C0000
+#  if PY_VERSION_HEX >= 0x030C0000
     r = evpy_loop_call_soon_n(loop, cb, &rc, 1, NULL);
-#else
+#  else
     PyObject *soon = PyObject_GetAttrString((PyObject *)loop, "call_soon");
     if (soon == NULL) {
         Py_DECREF(cb);
@@ -352,7 +362,7 @@ pt_reaped(ProcObject *self, LoopObject *loop, PyObject *rc)
     PyObject *args[2] = {cb, rc};
     r = evpy_loop_call_soon_n(loop, soon, args, 2, NULL);
     Py_DECREF(soon);
-#endif
+#  endif
     Py_DECREF(cb);
     return r;
 }
@@ -386,8 +396,8 @@ pt_on_event(IOObject *io, unsigned events)
     else if (r < 0) {
         /* ECHILD: reaped elsewhere (Popen.wait()); else unexpected */
         if (err == ECHILD) {
-            PyObject *code = PyObject_CallMethod(
-                (PyObject *)self, "_reaped_elsewhere", NULL);
+            PyObject *code = PyObject_CallMethod((PyObject *)self,
+                                                 "_reaped_elsewhere", NULL);
             if (code != NULL) {
                 rc = pt_reaped(self, loop, code);
                 Py_DECREF(code);
@@ -400,8 +410,9 @@ pt_on_event(IOObject *io, unsigned events)
         }
     }
     else {
-        int code = WIFEXITED(status) ? WEXITSTATUS(status)
-                   : WIFSIGNALED(status) ? -WTERMSIG(status) : status;
+        int code = WIFEXITED(status)     ? WEXITSTATUS(status)
+                   : WIFSIGNALED(status) ? -WTERMSIG(status)
+                                         : status;
         PyObject *pycode = PyLong_FromLong(code);
         if (pycode != NULL) {
             rc = pt_reaped(self, loop, pycode);
@@ -519,8 +530,8 @@ pt_start(ProcObject *self, PyObject *args, int shell, PyObject *stdin_,
         Py_SETREF(argv, full);
         int truthy = PyObject_IsTrue(executable);
         if (truthy < 0
-            || (truthy && PyList_SetItem(argv, 0,
-                                         Py_NewRef(executable)) < 0)) {
+            || (truthy
+                && PyList_SetItem(argv, 0, Py_NewRef(executable)) < 0)) {
             goto done;
         }
     }
@@ -537,8 +548,11 @@ pt_start(ProcObject *self, PyObject *args, int shell, PyObject *stdin_,
         goto done;
     }
     if (have_pass && !want_close) {
-        if (PyErr_WarnEx(PyExc_RuntimeWarning, "pass_fds overriding "
-                         "close_fds.", 1) < 0) {
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         "pass_fds overriding "
+                         "close_fds.",
+                         1)
+            < 0) {
             goto done;
         }
         want_close = 1;
@@ -553,8 +567,8 @@ pt_start(ProcObject *self, PyObject *args, int shell, PyObject *stdin_,
         goto done;
     }
     if (stdout_ == Py_None && PyLong_CheckExact(stderr_)
-        && PyLong_AsLong(stderr_) == -2) {  /* subprocess.STDOUT */
-        PyObject *out = PySys_GetObject("__stdout__");  /* borrowed */
+        && PyLong_AsLong(stderr_) == -2) {             /* subprocess.STDOUT */
+        PyObject *out = PySys_GetObject("__stdout__"); /* borrowed */
         if (out == NULL) {
             PyErr_SetString(PyExc_RuntimeError, "lost sys.__stdout__");
             goto done;
@@ -565,18 +579,20 @@ pt_start(ProcObject *self, PyObject *args, int shell, PyObject *stdin_,
         }
         stderr_ = errfd;
     }
-#if PY_VERSION_HEX >= 0x030D0000
+#  if PY_VERSION_HEX >= 0x030D0000
     names = PyTuple_Pack(3, executable, cwd, Py_None);
-#else
+#  else
     names = PyTuple_Pack(3, executable, cwd, cwd);
-#endif
+#  endif
     if (names == NULL) {
         goto done;
     }
     gep = Py_NewRef(self->st->get_exec_path);
-    PyObject *a[13] = {argv, executable, env, cwd, stdin_, stdout_, stderr_,
-                       want_close ? Py_True : Py_False, pass_fds, flags,
-                       pgid, names, gep};
+    PyObject *a[13] = {
+        argv,     executable, env,     cwd,
+        stdin_,   stdout_,    stderr_, want_close ? Py_True : Py_False,
+        pass_fds, flags,      pgid,    names,
+        gep};
     int out[5];
     if (evpy_spawn(a, out) < 0) {
         goto done;
@@ -640,8 +656,8 @@ static PyObject *pt_close(ProcObject *self, PyObject *Py_UNUSED(ignored));
 static int
 pt_init(ProcObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"loop", "protocol", "args", "shell", "stdin",
-                             "stdout", "stderr", "kwargs", "extra", NULL};
+    static char *kwlist[] = {"loop",   "protocol", "args",   "shell", "stdin",
+                             "stdout", "stderr",   "kwargs", "extra", NULL};
     PyObject *loop, *protocol, *pargs, *stdin_, *stdout_, *stderr_;
     PyObject *kwargs, *extra = Py_None;
     int shell;
@@ -659,16 +675,16 @@ pt_init(ProcObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "an evpy loop is required");
         return -1;
     }
-    if (kwargs == Py_None || (PyDict_Check(kwargs)
-                              && PyDict_GET_SIZE(kwargs) == 0)) {
+    if (kwargs == Py_None
+        || (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) == 0)) {
         kwargs = NULL;
     }
     else if (!PyDict_Check(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "kwargs must be a dict");
         return -1;
     }
-    Py_XSETREF(self->io.extra, extra == Py_None ? PyDict_New()
-                                                : Py_NewRef(extra));
+    Py_XSETREF(self->io.extra,
+               extra == Py_None ? PyDict_New() : Py_NewRef(extra));
     Py_XSETREF(self->pipes, PyDict_New());
     Py_XSETREF(self->exit_waiters, PyList_New(0));
     if (self->io.extra == NULL || self->pipes == NULL
@@ -681,8 +697,8 @@ pt_init(ProcObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->args, Py_NewRef(pargs));
 
     int ends[3] = {-1, -1, -1};
-    if (pt_start(self, pargs, shell, stdin_, stdout_, stderr_, kwargs,
-                 ends) < 0) {
+    if (pt_start(self, pargs, shell, stdin_, stdout_, stderr_, kwargs, ends)
+        < 0) {
         goto fail;
     }
     if (ends[0] >= 0 || ends[1] >= 0 || ends[2] >= 0) {
@@ -711,7 +727,7 @@ pt_init(ProcObject *self, PyObject *args, PyObject *kwds)
     Py_DECREF(cb);
     return rc;
 
-fail: ;
+fail:;
     /* as asyncio: close() (kills a started child), then raise */
     PyObject *exc = evpy_fetch_exc();
     PyObject *r = PyObject_CallMethod((PyObject *)self, "close", NULL);
@@ -742,7 +758,7 @@ pt_get_pipe_transport(ProcObject *self, PyObject *fd)
 {
     if (self->pipes == NULL) {
         PyErr_SetString(PyExc_TypeError, "argument of type 'NoneType' is "
-                        "not iterable");
+                                         "not iterable");
         return NULL;
     }
     PyObject *proto = PyDict_GetItemWithError(self->pipes, fd);
@@ -814,7 +830,8 @@ pt_pipe_data_received(ProcObject *self, PyObject *const *args,
                         "_pipe_data_received() takes 2 arguments");
         return NULL;
     }
-    if (pt_call_protocol(self, self->st->str_pipe_data_received, args, 2) < 0) {
+    if (pt_call_protocol(self, self->st->str_pipe_data_received, args, 2)
+        < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -829,7 +846,8 @@ pt_pipe_connection_lost(ProcObject *self, PyObject *const *args,
                         "_pipe_connection_lost() takes 2 arguments");
         return NULL;
     }
-    if (pt_call_protocol(self, self->st->str_pipe_connection_lost, args, 2) < 0) {
+    if (pt_call_protocol(self, self->st->str_pipe_connection_lost, args, 2)
+        < 0) {
         return NULL;
     }
     return pt_try_finish(self, NULL);
@@ -855,7 +873,8 @@ pt_close(ProcObject *self, PyObject *Py_UNUSED(ignored))
             }
             PyObject *pipe = PyObject_GetAttr(proto, self->st->str_pipe);
             PyObject *r = pipe == NULL ? NULL
-                : PyObject_CallMethodNoArgs(pipe, self->st->str_close);
+                                       : PyObject_CallMethodNoArgs(
+                                           pipe, self->st->str_close);
             Py_XDECREF(pipe);
             if (r == NULL) {
                 err = evpy_fetch_exc();
@@ -867,8 +886,8 @@ pt_close(ProcObject *self, PyObject *Py_UNUSED(ignored))
     }
     /* finally: kill the child if it is still running */
     if (self->returncode == NULL && self->reaped == NULL) {
-        PyObject *r = PyObject_CallMethodNoArgs(
-            (PyObject *)self, self->st->str_kill_if_running);
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self,
+                                                self->st->str_kill_if_running);
         if (r == NULL) {
             Py_XDECREF(err);
             err = evpy_fetch_exc();
@@ -889,8 +908,9 @@ pt_finalize(ProcObject *self)
 {
     PyObject *exc = evpy_fetch_exc();
     if (!self->closed) {
-        if (PyErr_ResourceWarning((PyObject *)self, 1,
-                                  "unclosed transport %R", self) < 0) {
+        if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed transport %R",
+                                  self)
+            < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
         PyObject *r = pt_close(self, NULL);
@@ -907,35 +927,31 @@ pt_finalize(ProcObject *self)
 
 /* -- attributes ------------------------------------------------------------- */
 
-#define OBJ_ATTR(name, field)                                               \
-    static PyObject *                                                       \
-    get_##name(ProcObject *self, void *Py_UNUSED(c))                        \
-    {                                                                       \
-        return none_if_null(self->field);                                   \
-    }                                                                       \
-    static int                                                              \
-    set_##name(ProcObject *self, PyObject *v, void *Py_UNUSED(c))           \
-    {                                                                       \
-        Py_XSETREF(self->field,                                             \
-                   v == NULL || v == Py_None ? NULL : Py_NewRef(v));        \
-        return 0;                                                           \
+#  define OBJ_ATTR(name, field)                                              \
+    static PyObject *get_##name(ProcObject *self, void *Py_UNUSED(c))        \
+    {                                                                        \
+      return none_if_null(self->field);                                      \
+    }                                                                        \
+    static int set_##name(ProcObject *self, PyObject *v, void *Py_UNUSED(c)) \
+    {                                                                        \
+      Py_XSETREF(self->field,                                                \
+                 v == NULL || v == Py_None ? NULL : Py_NewRef(v));           \
+      return 0;                                                              \
     }
 
-#define BOOL_ATTR(name, field)                                              \
-    static PyObject *                                                       \
-    get_##name(ProcObject *self, void *Py_UNUSED(c))                        \
-    {                                                                       \
-        return PyBool_FromLong(self->field);                                \
-    }                                                                       \
-    static int                                                              \
-    set_##name(ProcObject *self, PyObject *v, void *Py_UNUSED(c))           \
-    {                                                                       \
-        int b = v == NULL ? 0 : PyObject_IsTrue(v);                         \
-        if (b < 0) {                                                        \
-            return -1;                                                      \
-        }                                                                   \
-        self->field = (char)b;                                              \
-        return 0;                                                           \
+#  define BOOL_ATTR(name, field)                                             \
+    static PyObject *get_##name(ProcObject *self, void *Py_UNUSED(c))        \
+    {                                                                        \
+      return PyBool_FromLong(self->field);                                   \
+    }                                                                        \
+    static int set_##name(ProcObject *self, PyObject *v, void *Py_UNUSED(c)) \
+    {                                                                        \
+      int b = v == NULL ? 0 : PyObject_IsTrue(v);                            \
+      if (b < 0) {                                                           \
+        return -1;                                                           \
+      }                                                                      \
+      self->field = (char)b;                                                 \
+      return 0;                                                              \
     }
 
 OBJ_ATTR(loop, aloop)
@@ -979,8 +995,10 @@ get_pidfd(ProcObject *self, void *Py_UNUSED(c))
     return PyLong_FromLong(self->io.fd);
 }
 
-#define ATTR(name, doc) \
-    {"_" #name, (getter)get_##name, (setter)set_##name, doc, NULL}
+#  define ATTR(name, doc)                                          \
+    {                                                              \
+      "_" #name, (getter)get_##name, (setter)set_##name, doc, NULL \
+    }
 
 static PyGetSetDef pt_getset[] = {
     ATTR(loop, "asyncio's _loop (None after connection_lost)"),
@@ -1023,9 +1041,8 @@ static PyMethodDef pt_methods[] = {
      "Schedule connection_lost once the child and its pipes are done."},
     {"_call_connection_lost", (PyCFunction)pt_call_connection_lost, METH_O,
      "protocol.connection_lost(exc), then wake the wait()ers."},
-    {"_pipe_data_received",
-     (PyCFunction)(void (*)(void))pt_pipe_data_received, METH_FASTCALL,
-     "Data from the child's pipe fd."},
+    {"_pipe_data_received", (PyCFunction)(void (*)(void))pt_pipe_data_received,
+     METH_FASTCALL, "Data from the child's pipe fd."},
     {"_pipe_connection_lost",
      (PyCFunction)(void (*)(void))pt_pipe_connection_lost, METH_FASTCALL,
      "The child's pipe fd was closed."},
@@ -1160,4 +1177,3 @@ evpy_process_add_types(PyObject *mod)
     return 0;
 #endif
 }
-

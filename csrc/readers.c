@@ -29,8 +29,7 @@ fileobj_to_fd(LoopObject *self, PyObject *fileobj)
                 return -1;
             }
             PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
-                         fileobj);
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
             return -1;
         }
         fd = PyLong_AsLongLongAndOverflow(r, &overflow);
@@ -200,14 +199,14 @@ evpy_loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 PyObject *
 evpy_loop_add_reader_handle(LoopObject *self, PyObject *const *args,
-                       Py_ssize_t nargs)
+                            Py_ssize_t nargs)
 {
     return loop_add_io(self, args, nargs, EVPY_READ, "_add_reader");
 }
 
 PyObject *
 evpy_loop_add_writer_handle(LoopObject *self, PyObject *const *args,
-                       Py_ssize_t nargs)
+                            Py_ssize_t nargs)
 {
     return loop_add_io(self, args, nargs, EVPY_WRITE, "_add_writer");
 }

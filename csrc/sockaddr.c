@@ -98,8 +98,8 @@ sockaddr_accept(PyObject *mod, PyObject *arg)
     socklen_t len = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
     int conn = EVPY_FAULT(EVPY_FAULT_ACCEPT,
-                   accept4(fd, (struct sockaddr *)&ss, &len,
-                       SOCK_NONBLOCK | SOCK_CLOEXEC));
+                          accept4(fd, (struct sockaddr *)&ss, &len,
+                                  SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (conn < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
             || errno == ECONNABORTED) {
@@ -127,8 +127,8 @@ evpy_sockaddr_from_py(int family, PyObject *address,
         return 1;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(address);
-    if ((family != AF_INET || n != 2) && (family != AF_INET6 || n < 2
-                                          || n > 4)) {
+    if ((family != AF_INET || n != 2)
+        && (family != AF_INET6 || n < 2 || n > 4)) {
         return 1;
     }
     PyObject *host = PyTuple_GET_ITEM(address, 0);
@@ -225,7 +225,7 @@ sockaddr_connect(PyObject *mod, PyObject *args)
         return evpy_set_errno(-errno);
     }
     rc = EVPY_FAULT(EVPY_FAULT_CONNECT,
-                   connect(fd, (struct sockaddr *)&ss, len));
+                    connect(fd, (struct sockaddr *)&ss, len));
     int in_progress = 0;
     if (rc < 0) {
         if (errno == EINPROGRESS || errno == EINTR) {

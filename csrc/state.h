@@ -86,14 +86,14 @@
 
 /* Python objects imported once: (field, module, attribute or NULL for the
  * module itself). */
-#define EVPY_STATE_IMPORTS(X)                             \
-  X(Future, "asyncio", "Future")                          \
-  X(BufferedProtocol, "asyncio", "BufferedProtocol")      \
-  X(iscoroutine, "asyncio", "iscoroutine")                \
-  X(partial_type, "functools", "partial")                 \
-  X(socket_type, "socket", "socket")                      \
-  X(TransportSocket, "asyncio.trsock", "TransportSocket") \
-  X(tasks_module, "asyncio.tasks", NULL) /* Task looked up per call */ \
+#define EVPY_STATE_IMPORTS(X)                                           \
+  X(Future, "asyncio", "Future")                                        \
+  X(BufferedProtocol, "asyncio", "BufferedProtocol")                    \
+  X(iscoroutine, "asyncio", "iscoroutine")                              \
+  X(partial_type, "functools", "partial")                               \
+  X(socket_type, "socket", "socket")                                    \
+  X(TransportSocket, "asyncio.trsock", "TransportSocket")               \
+  X(tasks_module, "asyncio.tasks", NULL)  /* Task looked up per call */ \
   X(get_exec_path, "os", "get_exec_path") /* _core.spawn's PATH */
 
 typedef struct {

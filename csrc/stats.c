@@ -5,12 +5,12 @@
 #include "evpy.h"
 
 const int64_t evpy_hist_bounds_ns[EVPY_HIST_NBOUNDS] = {
-    INT64_C(10000), INT64_C(25000), INT64_C(50000),
-    INT64_C(100000), INT64_C(250000), INT64_C(500000),
-    INT64_C(1000000), INT64_C(2500000), INT64_C(5000000),
-    INT64_C(10000000), INT64_C(25000000), INT64_C(50000000),
-    INT64_C(100000000), INT64_C(250000000), INT64_C(500000000),
-    INT64_C(1000000000), INT64_C(2500000000), INT64_C(5000000000),
+    INT64_C(10000),       INT64_C(25000),      INT64_C(50000),
+    INT64_C(100000),      INT64_C(250000),     INT64_C(500000),
+    INT64_C(1000000),     INT64_C(2500000),    INT64_C(5000000),
+    INT64_C(10000000),    INT64_C(25000000),   INT64_C(50000000),
+    INT64_C(100000000),   INT64_C(250000000),  INT64_C(500000000),
+    INT64_C(1000000000),  INT64_C(2500000000), INT64_C(5000000000),
     INT64_C(10000000000),
 };
 
@@ -166,8 +166,7 @@ dict_set_hist(PyObject *d, const char *key, const evpy_hist_t *h)
         }
         PyTuple_SET_ITEM(counts, i, c);
     }
-    PyObject *t = Py_BuildValue("(NKL)", counts,
-                                (unsigned long long)h->count,
+    PyObject *t = Py_BuildValue("(NKL)", counts, (unsigned long long)h->count,
                                 (long long)h->sum_ns);
     if (t == NULL) {
         return -1;
@@ -262,8 +261,7 @@ evpy_stats_set_detail(LoopObject *loop, PyObject *args)
 {
     int enabled;
     double floor_s = -1.0;
-    if (!PyArg_ParseTuple(args, "p|d:_set_stats_detail", &enabled,
-                          &floor_s)) {
+    if (!PyArg_ParseTuple(args, "p|d:_set_stats_detail", &enabled, &floor_s)) {
         return NULL;
     }
     if (!EVPY_STATS_ON && enabled) {

@@ -46,29 +46,31 @@ typedef struct {
 
 typedef struct {
     int64_t ns;
-    PyObject *what;  /* str naming the callback (qualname at file:line) */
+    PyObject *what; /* str naming the callback (qualname at file:line) */
 } evpy_slow_t;
 
 typedef struct {
     uint64_t iterations;
-    uint64_t callbacks;        /* Handles run (cancelled ones are skipped) */
-    uint64_t io_events;        /* transport readiness events dispatched */
+    uint64_t callbacks; /* Handles run (cancelled ones are skipped) */
+    uint64_t io_events; /* transport readiness events dispatched */
     uint64_t timers_scheduled;
-    uint64_t timers_fired;     /* moved from the heap to the ready queue */
-    int64_t wait_ns;           /* blocked in the poller */
-    int64_t run_ns;            /* inside _run(), finished runs */
-    int64_t run_start_ns;      /* start of the current _run(), else 0 */
-    int64_t wake_ns;           /* end of this iteration's blocking wait, or
-                                * 0 when it did not block */
-    evpy_hist_t timer_lag;     /* deadline -> dispatch */
+    uint64_t timers_fired; /* moved from the heap to the ready queue */
+    int64_t wait_ns;       /* blocked in the poller */
+    int64_t run_ns;        /* inside _run(), finished runs */
+    int64_t run_start_ns;  /* start of the current _run(), else 0 */
+    /* end of this iteration's blocking wait, or
+     * 0 when it did not block */
+    int64_t wake_ns;
+    evpy_hist_t timer_lag; /* deadline -> dispatch */
     /* opt-in detailed mode */
-    evpy_hist_t ready_lag;     /* call_soon / poll wake-up -> run */
-    evpy_hist_t cb_time;       /* duration of each callback */
+    evpy_hist_t ready_lag; /* call_soon / poll wake-up -> run */
+    evpy_hist_t cb_time;   /* duration of each callback */
     /* the slowest timed callbacks, unordered */
     int64_t slow_floor_ns;
-    int64_t slow_min_ns;       /* a timed callback at least this slow is
-                                * recorded: the floor, or the table's
-                                * minimum once it is full */
+    /* a timed callback at least this slow is
+     * recorded: the floor, or the table's
+     * minimum once it is full */
+    int64_t slow_min_ns;
     int nslow;
     evpy_slow_t slow[EVPY_SLOWEST_MAX];
 } evpy_stats_t;

@@ -24,21 +24,21 @@
 #define WQ_IOV_MAX 64
 
 typedef struct {
-    PyObject *obj;     /* owned bytes object holding the data */
-    const char *ptr;   /* first unsent byte inside obj */
-    Py_ssize_t len;    /* unsent bytes */
+    PyObject *obj;   /* owned bytes object holding the data */
+    const char *ptr; /* first unsent byte inside obj */
+    Py_ssize_t len;  /* unsent bytes */
 } wq_item;
 
 typedef struct {
-    TransportObject t;           /* must be first */
-    PyObject *data_received;     /* bound methods cached by set_protocol */
+    TransportObject t;       /* must be first */
+    PyObject *data_received; /* bound methods cached by set_protocol */
     PyObject *get_buffer;
     PyObject *buffer_updated;
-    evpy_ring_t wq;              /* write queue: wq_item elements */
-    Py_ssize_t wsize;            /* bytes queued (wq's per-use count) */
-    char buffered;               /* protocol is a BufferedProtocol */
-    char eof;                    /* write_eof() called */
-    char big_reads;              /* last read was big: read in place */
+    evpy_ring_t wq;   /* write queue: wq_item elements */
+    Py_ssize_t wsize; /* bytes queued (wq's per-use count) */
+    char buffered;    /* protocol is a BufferedProtocol */
+    char eof;         /* write_eof() called */
+    char big_reads;   /* last read was big: read in place */
 } StreamObject;
 
 /* Reads at least this big are worth a FIONREAD to skip the copy. */
@@ -48,9 +48,9 @@ typedef struct {
  * asyncio's pipe transports behave differently from its socket ones the
  * code below says so. */
 enum {
-    STREAM_SOCKET = 0,      /* selector_events._SelectorSocketTransport */
-    STREAM_READ_PIPE = 1,   /* unix_events._UnixReadPipeTransport */
-    STREAM_WRITE_PIPE = 2,  /* unix_events._UnixWritePipeTransport */
+    STREAM_SOCKET = 0,     /* selector_events._SelectorSocketTransport */
+    STREAM_READ_PIPE = 1,  /* unix_events._UnixReadPipeTransport */
+    STREAM_WRITE_PIPE = 2, /* unix_events._UnixWritePipeTransport */
 };
 
 #define IS_SOCKET(self) ((self)->t.kind == STREAM_SOCKET)
@@ -153,8 +153,9 @@ stream_send(StreamObject *self, const char *buf, Py_ssize_t len)
 {
     Py_ssize_t n;
     do {
-        n = EVPY_FAULT(IS_SOCKET(self) ? EVPY_FAULT_SEND : EVPY_FAULT_WRITE,
-                       IS_SOCKET(self)
+        n = EVPY_FAULT(
+            IS_SOCKET(self) ? EVPY_FAULT_SEND : EVPY_FAULT_WRITE,
+            IS_SOCKET(self)
                 ? send(self->t.io.fd, buf, (size_t)len, MSG_NOSIGNAL)
                 : write(self->t.io.fd, buf, (size_t)len));
     } while (n < 0 && errno == EINTR);
@@ -457,7 +458,8 @@ stream_write_ready(StreamObject *self)
     /* Closing also drops a write pipe's read interest (closure watch). */
     if (evpy_tr_set_want(TR(self), 0,
                          EVPY_TR_CLOSING(self) ? EVPY_READ | EVPY_WRITE
-                                               : EVPY_WRITE) < 0) {
+                                               : EVPY_WRITE)
+        < 0) {
         PyErr_WriteUnraisable((PyObject *)self);
     }
     if (self->t.empty_waiter != NULL) {
@@ -697,13 +699,15 @@ evpy_stream_set_protocol(TransportObject *t, PyObject *protocol)
     Py_CLEAR(self->get_buffer);
     Py_CLEAR(self->buffer_updated);
     if (buffered) {
-        return (cache_method(protocol, st->str_get_buffer,
-                             &self->get_buffer) < 0
+        return (cache_method(protocol, st->str_get_buffer, &self->get_buffer)
+                    < 0
                 || cache_method(protocol, st->str_buffer_updated,
-                                &self->buffer_updated) < 0) ? -1 : 0;
+                                &self->buffer_updated)
+                       < 0)
+                   ? -1
+                   : 0;
     }
-    return cache_method(protocol, st->str_data_received,
-                        &self->data_received);
+    return cache_method(protocol, st->str_data_received, &self->data_received);
 }
 
 static PyObject *

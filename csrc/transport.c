@@ -93,8 +93,7 @@ evpy_tr_want_write(TransportObject *t)
     }
     /* Write events run in a copy of the context that started the wait,
      * as asyncio's _add_writer() Handle does. */
-    if (!t->released
-        && !(evpy_loop_io_wanted(TR_LOOP(t), &t->io) & EVPY_WRITE)
+    if (!t->released && !(evpy_loop_io_wanted(TR_LOOP(t), &t->io) & EVPY_WRITE)
         && evpy_io_copy_context(&t->io, EVPY_IO_CTX_WRITE) < 0) {
         return -1;
     }
@@ -124,10 +123,11 @@ evpy_tr_fatal(TransportObject *t, PyObject *exc, const char *message)
     /* self._fatal_error(exc, message) in Python reports, then closes
      * through _force_close() or _close_now() (the lifecycle below). */
     PyObject *msg = PyUnicode_FromString(message);
-    PyObject *r = msg == NULL ? NULL
-                              : PyObject_CallMethodObjArgs(
-                                    (PyObject *)t, t->st->str_fatal_error,
-                                    exc, msg, NULL);
+    PyObject *r = msg == NULL
+                      ? NULL
+                      : PyObject_CallMethodObjArgs((PyObject *)t,
+                                                   t->st->str_fatal_error, exc,
+                                                   msg, NULL);
     Py_XDECREF(msg);
     Py_DECREF(exc);
     if (r == NULL) {
@@ -203,9 +203,8 @@ flow_call(TransportObject *t, PyObject *name)
         return -1;
     }
     PyObject *exc = evpy_fetch_exc();
-    r = PyObject_CallMethodObjArgs((PyObject *)t,
-                                   t->st->str_flow_control_failed, name, exc,
-                                   NULL);
+    r = PyObject_CallMethodObjArgs(
+        (PyObject *)t, t->st->str_flow_control_failed, name, exc, NULL);
     Py_DECREF(exc);
     if (r == NULL) {
         return report_failure(t);
@@ -773,9 +772,10 @@ tr_fill_extra(TransportObject *t)
         if (has < 0) {
             return -1;
         }
-        if (!has && extra_default(extra, keys[peer],
-                                  tr_sockaddr(t, peer ? Py_True
-                                                      : Py_False)) < 0) {
+        if (!has
+            && extra_default(extra, keys[peer],
+                             tr_sockaddr(t, peer ? Py_True : Py_False))
+                   < 0) {
             return -1;
         }
     }
@@ -784,9 +784,10 @@ tr_fill_extra(TransportObject *t)
         if (has < 0) {
             return -1;
         }
-        if (!has && extra_default(extra, st->str_socket,
-                                  PyObject_CallOneArg(st->TransportSocket,
-                                                      t->sock)) < 0) {
+        if (!has
+            && extra_default(extra, st->str_socket,
+                             PyObject_CallOneArg(st->TransportSocket, t->sock))
+                   < 0) {
             return -1;
         }
     }
@@ -806,8 +807,8 @@ keep_first_error(TransportObject *t, PyObject **err)
     }
 }
 
-#define RELEASE_FILL_EXTRA 1   /* keep the addresses readable after */
-#define RELEASE_FAIL_WAITER 2  /* fail a pending sendfile wait */
+#define RELEASE_FILL_EXTRA 1  /* keep the addresses readable after */
+#define RELEASE_FAIL_WAITER 2 /* fail a pending sendfile wait */
 
 /* The one place that releases the fd (-> CLOSED): unregister, optionally
  * keep the addresses readable, close the socket or pipe, leave the
@@ -849,7 +850,7 @@ tr_release(TransportObject *t, int how, PyObject **err)
                 PyExc_ConnectionError, "s", "Connection is closed by peer");
             r = exc == NULL ? NULL
                             : PyObject_CallMethodOneArg(
-                                  waiter, st->str_set_exception, exc);
+                                waiter, st->str_set_exception, exc);
             Py_XDECREF(exc);
             done = r == NULL ? -1 : 0;
             Py_XDECREF(r);
@@ -912,7 +913,8 @@ tr_finalize(TransportObject *t)
     }
     PyObject *exc = evpy_fetch_exc();
     if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R",
-                              (PyObject *)t) < 0) {
+                              (PyObject *)t)
+        < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
     PyObject *err = NULL;
@@ -983,22 +985,22 @@ get_obj(PyObject *o)
 static int
 set_obj(PyObject **slot, PyObject *value)
 {
-    Py_XSETREF(*slot, (value == NULL || value == Py_None) ? NULL
-                                                         : Py_NewRef(value));
+    Py_XSETREF(*slot,
+               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
     return 0;
 }
 
-#define OBJ_ATTR(name, field)                                              \
-    static PyObject *tr_get_##name(TransportObject *t, void *c)            \
-    {                                                                      \
-        (void)c;                                                           \
-        return get_obj((PyObject *)t->field);                              \
-    }                                                                      \
-    static int tr_set_##name(TransportObject *t, PyObject *v, void *c)     \
-    {                                                                      \
-        (void)c;                                                           \
-        return set_obj((PyObject **)&t->field, v);                         \
-    }
+#define OBJ_ATTR(name, field)                                        \
+  static PyObject *tr_get_##name(TransportObject *t, void *c)        \
+  {                                                                  \
+    (void)c;                                                         \
+    return get_obj((PyObject *)t->field);                            \
+  }                                                                  \
+  static int tr_set_##name(TransportObject *t, PyObject *v, void *c) \
+  {                                                                  \
+    (void)c;                                                         \
+    return set_obj((PyObject **)&t->field, v);                       \
+  }
 OBJ_ATTR(empty_waiter, empty_waiter)
 OBJ_ATTR(server, server)
 #undef OBJ_ATTR
@@ -1032,12 +1034,12 @@ tr_set_context(TransportObject *t, PyObject *v, void *c)
     return 0;
 }
 
-#define FLAG_GETTER(name)                                                  \
-    static PyObject *tr_get_##name(TransportObject *t, void *c)            \
-    {                                                                      \
-        (void)c;                                                           \
-        return PyBool_FromLong(t->name);                                   \
-    }
+#define FLAG_GETTER(name)                                     \
+  static PyObject *tr_get_##name(TransportObject *t, void *c) \
+  {                                                           \
+    (void)c;                                                  \
+    return PyBool_FromLong(t->name);                          \
+  }
 FLAG_GETTER(paused)
 FLAG_GETTER(protocol_paused)
 #undef FLAG_GETTER
@@ -1080,9 +1082,8 @@ tr_set_conn_lost(TransportObject *t, PyObject *v, void *Py_UNUSED(c))
 static PyObject *
 tr_polled(TransportObject *t, unsigned which)
 {
-    return PyBool_FromLong(t->io.loop
-                           && (evpy_loop_io_wanted(t->io.loop, &t->io)
-                               & which));
+    return PyBool_FromLong(
+        t->io.loop && (evpy_loop_io_wanted(t->io.loop, &t->io) & which));
 }
 
 static PyObject *
@@ -1102,8 +1103,8 @@ static PyMethodDef tr_methods[] = {
      METH_NOARGS, NULL},
     {"get_write_buffer_limits", (PyCFunction)tr_get_write_buffer_limits,
      METH_NOARGS, NULL},
-    {"_set_write_buffer_limits", (PyCFunction)tr_set_limits_core,
-     METH_VARARGS, NULL},
+    {"_set_write_buffer_limits", (PyCFunction)tr_set_limits_core, METH_VARARGS,
+     NULL},
     {"is_reading", (PyCFunction)tr_is_reading, METH_NOARGS, NULL},
     {"pause_reading", (PyCFunction)tr_pause_reading, METH_NOARGS, NULL},
     {"resume_reading", (PyCFunction)tr_resume_reading, METH_NOARGS, NULL},
@@ -1138,8 +1139,8 @@ static PyGetSetDef tr_getset[] = {
     {"_has_sock", (getter)tr_get_has_sock, NULL, NULL, NULL},
     {"_sock_made", (getter)tr_get_sock_made, NULL, NULL, NULL},
     {"_protocol", (getter)tr_get_protocol_attr, NULL, NULL, NULL},
-    {"_empty_waiter", (getter)tr_get_empty_waiter,
-     (setter)tr_set_empty_waiter, NULL, NULL},
+    {"_empty_waiter", (getter)tr_get_empty_waiter, (setter)tr_set_empty_waiter,
+     NULL, NULL},
     {"_server", (getter)tr_get_server, (setter)tr_set_server, NULL, NULL},
     {"_context", (getter)tr_get_context, (setter)tr_set_context, NULL, NULL},
     {"_conn_lost", (getter)tr_get_conn_lost, (setter)tr_set_conn_lost, NULL,

@@ -31,36 +31,37 @@ typedef struct TransportObject TransportObject;
 
 typedef enum {
     EVPY_TR_OPEN = 0,
-    EVPY_TR_CLOSING,  /* close(): queued data still to send */
-    EVPY_TR_LOST,     /* connection_lost scheduled or running */
-    EVPY_TR_CLOSED,   /* fd released */
+    EVPY_TR_CLOSING, /* close(): queued data still to send */
+    EVPY_TR_LOST,    /* connection_lost scheduled or running */
+    EVPY_TR_CLOSED,  /* fd released */
 } evpy_tr_state;
 
 typedef struct {
-    Py_ssize_t (*queued)(TransportObject *self);   /* write buffer size */
+    Py_ssize_t (*queued)(TransportObject *self); /* write buffer size */
     void (*clear_queue)(TransportObject *self);
     void (*clear_protocol)(TransportObject *self); /* cached callables */
 } evpy_transport_ops;
 
 struct TransportObject {
-    IOObject io;                 /* must be first */
-    evpy_state *st;              /* borrowed: the type keeps the module */
+    IOObject io;    /* must be first */
+    evpy_state *st; /* borrowed: the type keeps the module */
     const evpy_transport_ops *ops;
-    PyObject *sock;              /* socket.socket, or the pipe object;
-                                  * NULL while fd_owned (made on demand) */
+    /* socket.socket, or the pipe object;
+     * NULL while fd_owned (made on demand) */
+    PyObject *sock;
     PyObject *protocol;
-    PyObject *empty_waiter;      /* sendfile support, or NULL */
+    PyObject *empty_waiter; /* sendfile support, or NULL */
     PyObject *server;
     Py_ssize_t high_water;
     Py_ssize_t low_water;
     int conn_lost;
-    char kind;                   /* type-specific flavour, see _attach */
-    char state;                  /* evpy_tr_state */
-    char paused;                 /* pause_reading() called */
-    char protocol_paused;        /* pause_writing() called */
-    char released;               /* fd lent out (_release_fd), loop kept */
-    char fd_owned;               /* io.fd is ours, no socket object yet */
-    int family;                  /* with fd_owned: to make the socket */
+    char kind;            /* type-specific flavour, see _attach */
+    char state;           /* evpy_tr_state */
+    char paused;          /* pause_reading() called */
+    char protocol_paused; /* pause_writing() called */
+    char released;        /* fd lent out (_release_fd), loop kept */
+    char fd_owned;        /* io.fd is ours, no socket object yet */
+    int family;           /* with fd_owned: to make the socket */
     int socktype;
     int proto;
 };
@@ -99,8 +100,8 @@ int evpy_tr_check_bytes_like(PyObject *data);
 /* Attaches a stream socket transport to loop over a bare connected fd it
  * owns from then on (the socket object is made on demand). -1 with an
  * exception, the fd still the caller's. */
-int evpy_tr_attach_fd(TransportObject *t, LoopObject *loop, int fd,
-                      int family, int socktype, int proto);
+int evpy_tr_attach_fd(TransportObject *t, LoopObject *loop, int fd, int family,
+                      int socktype, int proto);
 /* StreamTransport.set_protocol() (csrc/stream.c); t must be a stream. */
 int evpy_stream_set_protocol(TransportObject *t, PyObject *protocol);
 /* Drops a transport whose set-up failed: unregisters, closes its fd,

@@ -4,8 +4,8 @@
 #include "faults.h"
 
 #ifdef EVPY_FAULTS
-#include <errno.h>
-#include <stdatomic.h>
+#  include <errno.h>
+#  include <stdatomic.h>
 
 typedef struct {
     const char *name;
@@ -27,7 +27,8 @@ static const site_t sites[EVPY_FAULT_NSITES] = {
     [EVPY_FAULT_RECVFROM] = {"recvfrom", {EINTR, EAGAIN, ENOMEM}, 2},
     [EVPY_FAULT_SENDTO] = {"sendto", {EINTR, EAGAIN, ENOBUFS, ENOMEM}, 2},
     [EVPY_FAULT_ACCEPT] = {"accept",
-                           {EINTR, EAGAIN, EMFILE, ENOBUFS, ENOMEM}, 2},
+                           {EINTR, EAGAIN, EMFILE, ENOBUFS, ENOMEM},
+                           2},
     [EVPY_FAULT_CONNECT] = {"connect", {ENOBUFS, ENOMEM}, 0},
     [EVPY_FAULT_WAIT] = {"wait", {EINTR}, 1},
     [EVPY_FAULT_WAKE] = {"wake", {EINTR}, 1},

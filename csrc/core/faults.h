@@ -40,9 +40,9 @@ void evpy_faults_configure(uint64_t seed, double rate, int transient);
 /* How often site failed with its k-th errno (0..7; *err: that errno). */
 unsigned long evpy_faults_count(int site, int k, int *err);
 const char *evpy_faults_site_name(int site);
-#define EVPY_FAULT(site, call) (evpy_fault_pick(site) ? -1 : (call))
+#  define EVPY_FAULT(site, call) (evpy_fault_pick(site) ? -1 : (call))
 #else
-#define EVPY_FAULT(site, call) (call)
+#  define EVPY_FAULT(site, call) (call)
 #endif
 
 #endif /* EVPY_FAULTS_H */

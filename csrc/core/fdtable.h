@@ -17,9 +17,9 @@
 #include "poller.h"
 
 typedef struct {
-    void *reader;   /* owner data for read readiness (the type layer) */
-    void *writer;   /* owner data for write readiness */
-    uint32_t gen;   /* the poller registration's generation: a new one
+    void *reader; /* owner data for read readiness (the type layer) */
+    void *writer; /* owner data for write readiness */
+    uint32_t gen; /* the poller registration's generation: a new one
                      * each time the fd goes from no interest to some */
     unsigned char want;
     unsigned char have;
@@ -29,10 +29,10 @@ typedef struct {
 typedef struct {
     evpy_fdslot_t *slots;
     int cap;
-    int *dirty;     /* fds whose want != have may be pending */
+    int *dirty; /* fds whose want != have may be pending */
     int ndirty;
     int dirty_cap;
-    int nactive;    /* slots with want != 0 */
+    int nactive; /* slots with want != 0 */
 } evpy_fdtable_t;
 
 void evpy_fdtable_init(evpy_fdtable_t *t);

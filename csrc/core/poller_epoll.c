@@ -28,12 +28,12 @@
 
 #if EVPY_HAVE_EPOLL
 
-#include <errno.h>
-#include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <stdlib.h>
+#  include <sys/epoll.h>
+#  include <sys/syscall.h>
+#  include <time.h>
+#  include <unistd.h>
 
 typedef struct {
     evpy_poller_t base;
@@ -57,9 +57,9 @@ epoll_open(evpy_poller_t **out)
         return -err;
     }
     p->base.ops = &evpy_poller_epoll_ops;
-#ifdef SYS_epoll_pwait2
+#  ifdef SYS_epoll_pwait2
     p->have_pwait2 = 1;
-#endif
+#  endif
     *out = &p->base;
     return 0;
 }
@@ -122,21 +122,21 @@ epoll_ctl_change(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
 static int
 epoll_do_wait(epoll_poller_t *p, int max, int64_t timeout_ns)
 {
-#ifdef SYS_epoll_pwait2
+#  ifdef SYS_epoll_pwait2
     if (p->have_pwait2 && timeout_ns > 0) { /* (f) */
         struct timespec ts = {
             .tv_sec = (time_t)(timeout_ns / 1000000000),
             .tv_nsec = (long)(timeout_ns % 1000000000),
         };
-        long n = EVPY_FAULT(EVPY_FAULT_WAIT,
-                       syscall(SYS_epoll_pwait2, p->epfd, p->buf, max, &ts,
-                         NULL, 0));
+        long n = EVPY_FAULT(
+            EVPY_FAULT_WAIT,
+            syscall(SYS_epoll_pwait2, p->epfd, p->buf, max, &ts, NULL, 0));
         if (n >= 0 || errno != ENOSYS) {
             return (int)n;
         }
         p->have_pwait2 = 0;
     }
-#endif
+#  endif
     int ms;
     if (timeout_ns < 0) {
         ms = -1;

@@ -20,14 +20,14 @@
 
 #if EVPY_HAVE_KQUEUE
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
-#include <sys/event.h>
-#include <sys/time.h>
-#include <sys/types.h>
-#include <time.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <stdlib.h>
+#  include <sys/event.h>
+#  include <sys/time.h>
+#  include <sys/types.h>
+#  include <time.h>
+#  include <unistd.h>
 
 typedef struct {
     evpy_poller_t base;
@@ -66,11 +66,10 @@ kq_close(evpy_poller_t *base)
 
 /* The generation rides in udata (f), whose type differs between the
  * BSDs (void * or intptr_t): converted through uintptr_t both ways. */
-#define KQ_UDATA(gen) ((void *)(uintptr_t)(gen))
+#  define KQ_UDATA(gen) ((void *)(uintptr_t)(gen))
 
 static int
-kq_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
-       uint32_t gen)
+kq_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_, uint32_t gen)
 {
     kq_poller_t *p = (kq_poller_t *)base;
     struct kevent ch[2];
@@ -85,8 +84,7 @@ kq_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
     }
     if (diff & EVPY_WRITE) {
         EV_SET(&ch[n], (uintptr_t)fd, EVFILT_WRITE,
-               (new_ & EVPY_WRITE) ? EV_ADD : EV_DELETE, 0, 0,
-               KQ_UDATA(gen));
+               (new_ & EVPY_WRITE) ? EV_ADD : EV_DELETE, 0, 0, KQ_UDATA(gen));
         n++;
     }
     if (n == 0) {
@@ -103,8 +101,7 @@ kq_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
 }
 
 static int
-kq_wait(evpy_poller_t *base, evpy_event_t *events, int max,
-        int64_t timeout_ns)
+kq_wait(evpy_poller_t *base, evpy_event_t *events, int max, int64_t timeout_ns)
 {
     kq_poller_t *p = (kq_poller_t *)base;
     if (max > p->cap) {

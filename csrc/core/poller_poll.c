@@ -35,7 +35,7 @@
 typedef struct {
     evpy_poller_t base;
     struct pollfd *fds;
-    uint32_t *gens;  /* generation of each fds[] entry (f) */
+    uint32_t *gens; /* generation of each fds[] entry (f) */
     int nfds;
     int cap;
     int *slot; /* fd -> index in fds, -1 if absent */
@@ -94,8 +94,7 @@ to_poll(unsigned mask)
 }
 
 static int
-pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
-       uint32_t gen)
+pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_, uint32_t gen)
 {
     poll_poller_t *p = (poll_poller_t *)base;
     (void)old;
@@ -152,8 +151,7 @@ pp_ctl(evpy_poller_t *base, int fd, unsigned old, unsigned new_,
 }
 
 static int
-pp_wait(evpy_poller_t *base, evpy_event_t *events, int max,
-        int64_t timeout_ns)
+pp_wait(evpy_poller_t *base, evpy_event_t *events, int max, int64_t timeout_ns)
 {
     poll_poller_t *p = (poll_poller_t *)base;
     int n;

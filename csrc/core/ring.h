@@ -11,11 +11,11 @@
 
 typedef struct {
     char *items;
-    size_t head;     /* index of the oldest element */
+    size_t head; /* index of the oldest element */
     size_t len;
-    size_t cap;      /* always a power of two (or 0) */
-    size_t esize;    /* bytes per element */
-    size_t min_cap;  /* capacity of the first allocation (a power of 2) */
+    size_t cap;     /* always a power of two (or 0) */
+    size_t esize;   /* bytes per element */
+    size_t min_cap; /* capacity of the first allocation (a power of 2) */
 } evpy_ring_t;
 
 /* An empty ring of esize-byte elements; nothing is allocated until the
