@@ -252,6 +252,18 @@ if bash .ci/venv.sh "$PY312" "$VENVS/faults" '.[test]' EVPY_FAULTS=1 \
         --deselect "tests/test_tcp.py::test_write_to_closed_transport[evpy]" \
         --deselect \
         "tests/test_readers.py::test_reader_replaced_by_earlier_callback_same_batch[evpy]"
+    # The soak with 10% of the client's and the server's syscalls failing
+    # with EINTR/EAGAIN: every byte must still arrive intact (~20 s).
+    echo "== soak under transient faults (py312-faults)"
+    if EVPY_FAULT_RATE=0.1 EVPY_FAULT_MODE=transient EVPY_FAULT_SEED=7 \
+            "$VENVS/faults/bin/python" tests/soak/soak.py --conns 300 \
+            --seconds 6 --tls-conns 60 --loops evpy \
+            >"$logdir/soak-faults.log" 2>&1; then
+        tail -n 2 "$logdir/soak-faults.log" | cut -c1-200
+    else
+        tail -n 20 "$logdir/soak-faults.log"
+        failed+=("soak-faults")
+    fi
 else
     cat "$logdir/build-faults.log"
     failed+=("build-faults")

@@ -74,6 +74,15 @@ class Echo(asyncio.Protocol):
             self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
 
 
+def faults_injected():
+    """Syscall faults injected in this process so far (an EVPY_FAULTS
+    build: csrc/core/faults.h), else None."""
+    core = sys.modules.get("evpy._core")
+    if core is None or not getattr(core, "FAULTS", False):
+        return None
+    return sum(core.faults_counts().values())
+
+
 def main():
     kind = sys.argv[1]
     limit = raise_fd_limit()
@@ -123,6 +132,7 @@ def main():
             "lost_twice": stats.lost_twice, "fd_limit": limit,
             "handler_calls": len(handler_calls),
             "handler_messages": sorted(set(map(str, handler_calls)))[:5],
+            "faults": faults_injected(),
         }), flush=True)
 
     done = loop.create_future()

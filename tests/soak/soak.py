@@ -258,6 +258,14 @@ def run_one(loop_kind, nconns, seconds, tls, abort_p, seed, report):
     if after["fds"] > before["fds"]:
         failures.append("server fds {} -> {}".format(before["fds"],
                                                      after["fds"]))
+    client_faults = None
+    core = sys.modules.get("evpy._core")
+    if getattr(core, "FAULTS", False):
+        client_faults = sum(core.faults_counts().values())
+    if float(os.environ.get("EVPY_FAULT_RATE") or 0) > 0 and not (
+            client_faults and (after["faults"] or loop_kind != "evpy")):
+        failures.append("EVPY_FAULT_RATE is set but no fault was injected"
+                        " (not an EVPY_FAULTS build?)")
     if calls:
         failures.append("client exception handler: {}".format(
             sorted(set(c.get("message") for c in calls))[:5]))
@@ -280,6 +288,8 @@ def run_one(loop_kind, nconns, seconds, tls, abort_p, seed, report):
         after["fds"], "server_conn_errors": after["errors"],
         "server_handler_calls": after["handler_calls"],
         "client_rss_mib": round(rss_bytes() / 2 ** 20, 1),
+        "server_faults_injected": after["faults"],
+        "client_faults_injected": client_faults,
         "failures": failures,
     }
     if report:
