@@ -395,9 +395,12 @@ dgram_sendto(DatagramObject *self, PyObject *const *args, size_t nargsf,
         }
         addr = self->address;
     }
-    /* Connected or not: after the connection is lost the fd may already
-     * belong to someone else. */
-    if (self->t.conn_lost) {
+    /* As asyncio: once the connection is lost a connected transport
+     * drops what it is given, an unconnected one still sends until
+     * connection_lost has released its fd (after that the fd number may
+     * belong to another file). */
+    if (self->t.conn_lost
+        && (self->address != NULL || self->t.state == EVPY_TR_CLOSED)) {
         return evpy_tr_write_after_close(TR(self));
     }
     if (DQ_LEN(self) == 0) {

@@ -55,13 +55,25 @@ _SPAWN_KWARGS = frozenset({
     'start_new_session', 'process_group'})
 
 
+# The C transport (csrc/proctransport.c) keeps the exit bookkeeping of
+# asyncio's BaseSubprocessTransport up to 3.13.0: _wait()'s futures are
+# woken once the pipes are closed too. Newer asyncio (gh-119710, in
+# Debian's 3.14 and 3.15) wakes them as soon as the child exits and keeps
+# them in a set; until the C side learns that, those versions use the
+# Popen transport, whose methods are asyncio's own.
+_C_TRANSPORT_MATCHES = (
+    '_exit_waiters' not in
+    base_subprocess.BaseSubprocessTransport._process_exited.__code__.co_names)
+
+
 def can_spawn(loop, kwargs):
     """True if _core.spawn() can start a child for these Popen keyword
     arguments.  Code that replaced subprocess.Popen, or the loop's
     connect_read_pipe()/connect_write_pipe() (asyncio's transport makes
     the child's pipes through them), expects its version to be called:
     then the Popen transport is used."""
-    if (_spawn is None or subprocess.Popen is not _Popen
+    if (_spawn is None or not _C_TRANSPORT_MATCHES
+            or subprocess.Popen is not _Popen
             or not _SPAWN_KWARGS.issuperset(kwargs)):
         return False
     d = loop.__dict__
