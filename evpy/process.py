@@ -92,7 +92,34 @@ def _child_running(pid):
     return info is None
 
 
-class ProcessTransport(_core.ProcessTransport,
+class ChildSignals:
+    """send_signal/terminate/kill of evpy's two subprocess transports:
+    nothing once the child has been reaped (its pid may belong to another
+    process by then). The transport provides _check_proc(), _pid and
+    _exit_known()."""
+
+    __slots__ = ()
+
+    def send_signal(self, signal):
+        """Send a signal; nothing once the child has been reaped."""
+        self._check_proc()
+        if self._exit_known():
+            return
+        try:
+            os.kill(self._pid, signal)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self):
+        """Send SIGTERM."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        """Send SIGKILL."""
+        self.send_signal(signal.SIGKILL)
+
+
+class ProcessTransport(ChildSignals, _core.ProcessTransport,
                        base_subprocess.BaseSubprocessTransport):
     """asyncio.SubprocessTransport over a child started by _core.spawn().
 
@@ -232,20 +259,3 @@ class ProcessTransport(_core.ProcessTransport,
         except (ProcessLookupError, PermissionError):
             pass
 
-    def send_signal(self, signal):
-        """Send a signal; nothing once the child has been reaped."""
-        self._check_proc()
-        if self._exit_known():
-            return  # reaped: the pid may belong to another process now
-        try:
-            os.kill(self._pid, signal)
-        except ProcessLookupError:
-            pass
-
-    def terminate(self):
-        """Send SIGTERM."""
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self):
-        """Send SIGKILL."""
-        self.send_signal(signal.SIGKILL)

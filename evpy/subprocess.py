@@ -24,7 +24,6 @@ read from the Popen object.
 
 import logging
 import os
-import signal
 import subprocess
 import threading
 import types
@@ -33,7 +32,7 @@ import weakref
 from asyncio import base_subprocess
 
 from ._compat import PY312 as _PY312
-from .process import ProcessTransport, can_spawn
+from .process import ChildSignals, ProcessTransport, can_spawn
 
 logger = logging.getLogger('asyncio')
 
@@ -50,7 +49,8 @@ def _exitcode(status):
     return os.waitstatus_to_exitcode(status)
 
 
-class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
+class SubprocessTransport(ChildSignals,
+                          base_subprocess.BaseSubprocessTransport):
     """asyncio.SubprocessTransport for a subprocess.Popen child."""
 
     def _start(self, args, shell, stdin, stdout, stderr, bufsize, **kwargs):
@@ -101,24 +101,8 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
                 pass
             # _proc is kept: _connect_pipes() may still be running.
 
-    def send_signal(self, signal):
-        """Send signal to the child process (nothing once it has been
-        reaped: its pid may belong to another process)."""
-        self._check_proc()
-        if self._proc.returncode is not None:
-            return  # reaped: the pid may belong to another process now
-        try:
-            os.kill(self._proc.pid, signal)
-        except ProcessLookupError:
-            pass
-
-    def terminate(self):
-        """Send SIGTERM to the child process."""
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self):
-        """Send SIGKILL to the child process."""
-        self.send_signal(signal.SIGKILL)
+    def _exit_known(self):
+        return self._proc.returncode is not None
 
 
 class SubprocessMixin:

@@ -25,11 +25,12 @@ import json
 import math
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
 import zlib
+
+from server import raise_fd_limit, rss_bytes  # tests/soak/server.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERTS = os.path.join(os.path.dirname(HERE), "certs")
@@ -152,17 +153,6 @@ class Conn(asyncio.Protocol):
         exc = await self.lost
         if exc is not None:
             raise Failure("conn {}: closed with {!r}".format(self.cid, exc))
-
-
-def raise_fd_limit():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class ServerProc:
