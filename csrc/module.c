@@ -21,10 +21,25 @@ module_set_threadsafe_handle_type(PyObject *mod, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+/* evpy.process says which exit bookkeeping asyncio has (see evpy_state). */
+static PyObject *
+module_set_process_wake_at_exit(PyObject *mod, PyObject *flag)
+{
+    int yes = PyObject_IsTrue(flag);
+    if (yes < 0) {
+        return NULL;
+    }
+    evpy_get_state(mod)->proc_wake_at_exit = yes;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"_set_threadsafe_handle_type", module_set_threadsafe_handle_type, METH_O,
      "What call_soon_threadsafe() wraps its Handle in (None: "
      "nothing)."},
+    {"_set_process_wake_at_exit", module_set_process_wake_at_exit, METH_O,
+     "True: ProcessTransport wakes _wait() when the child exits, as "
+     "asyncio since gh-119710; False: once its pipes are closed too."},
     {NULL, NULL, 0, NULL},
 };
 

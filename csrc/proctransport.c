@@ -10,12 +10,17 @@
  * spawning, scheduling connection_made), get_pid/get_returncode/
  * get_pipe_transport, _wait, the exit bookkeeping (_process_exited,
  * _try_finish, _call_connection_lost), the pipe callbacks and close().
+ * The exit bookkeeping is that of the running asyncio (the state flag
+ * proc_wake_at_exit, set by evpy/process.py): _wait()'s futures are woken
+ * at exit and kept in a set since gh-119710, after connection_lost in a
+ * list before it.
  *
  * The child is reaped through its pidfd, which the transport watches
  * itself as an I/O object of the loop (no reader Handle, no Python
  * callback): when the pidfd becomes readable the child has exited;
  * waitpid(WNOHANG) reaps it, the pidfd is closed and _process_exited is
- * scheduled, one loop iteration later as asyncio's child watchers do.
+ * scheduled, one loop iteration later as asyncio's child watchers do
+ * (through a replaced os.waitpid if code replaced it, as they would).
  * The reaper runs in a copy of the context the transport was made in
  * (as a reader Handle added then would).
  *
@@ -157,6 +162,43 @@ pt_loop_debug(ProcObject *self)
 
 /* -- the exit bookkeeping --------------------------------------------------- */
 
+/* Gives the return code to the futures waiting in _wait(), except those
+ * cancelled (those done, where the waiters are a set: asyncio since
+ * gh-119710); _exit_waiters becomes None. -1 with a future's exception. */
+static int
+pt_wake_waiters(ProcObject *self)
+{
+    PyObject *waiters = self->exit_waiters;
+    self->exit_waiters = NULL;
+    if (waiters == NULL) {
+        return 0;
+    }
+    PyObject *skip = PyAnySet_Check(waiters) ? self->st->str_done
+                                             : self->st->str_cancelled;
+    PyObject *list = PySequence_List(waiters); /* a set_result may add */
+    Py_DECREF(waiters);
+    if (list == NULL) {
+        return -1;
+    }
+    PyObject *rc = self->returncode != NULL ? self->returncode : Py_None;
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(list); i++) {
+        PyObject *w = PyList_GET_ITEM(list, i);
+        PyObject *c = PyObject_CallMethodNoArgs(w, skip);
+        int yes = c == NULL ? -1 : PyObject_IsTrue(c);
+        Py_XDECREF(c);
+        if (yes == 0) {
+            PyObject *s = PyObject_CallMethodOneArg(
+                w, self->st->str_set_result, rc);
+            yes = s == NULL ? -1 : 0;
+            Py_XDECREF(s);
+        }
+        r = yes < 0 ? -1 : 0;
+    }
+    Py_DECREF(list);
+    return r;
+}
+
 static PyObject *
 pt_try_finish(ProcObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -243,7 +285,14 @@ pt_process_exited(ProcObject *self, PyObject *returncode)
     if (pt_call_protocol(self, self->st->str_process_exited, NULL, 0) < 0) {
         return NULL;
     }
-    return pt_try_finish(self, NULL);
+    PyObject *r = pt_try_finish(self, NULL);
+    /* gh-119710: wait() returns at exit, even while a grandchild holds a
+     * pipe open */
+    if (r != NULL && self->st->proc_wake_at_exit
+        && pt_wake_waiters(self) < 0) {
+        Py_CLEAR(r);
+    }
+    return r;
 }
 
 static PyObject *
@@ -254,31 +303,12 @@ pt_call_connection_lost(ProcObject *self, PyObject *exc)
         proto, self->st->str_connection_lost, exc);
     PyObject *err = r == NULL ? evpy_fetch_exc() : NULL;
     Py_XDECREF(r);
-    /* finally: wake up what waits in wait() */
-    PyObject *waiters = self->exit_waiters;
-    self->exit_waiters = NULL;
-    if (waiters != NULL && PyList_Check(waiters)) {
-        PyObject *rc = self->returncode != NULL ? self->returncode : Py_None;
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); i++) {
-            PyObject *w = PyList_GET_ITEM(waiters, i);
-            PyObject *c = PyObject_CallMethodNoArgs(w,
-                                                    self->st->str_cancelled);
-            int cancelled = c == NULL ? -1 : PyObject_IsTrue(c);
-            Py_XDECREF(c);
-            PyObject *s = NULL;
-            if (cancelled == 0) {
-                s = PyObject_CallMethodOneArg(w, self->st->str_set_result, rc);
-            }
-            if (cancelled < 0 || (cancelled == 0 && s == NULL)) {
-                /* as a raising `finally` would: this error wins */
-                Py_XDECREF(err);
-                err = evpy_fetch_exc();
-                break;
-            }
-            Py_XDECREF(s);
-        }
+    /* finally (before gh-119710): wake up what waits in wait(); an error
+     * there wins, as a raising `finally` would */
+    if (!self->st->proc_wake_at_exit && pt_wake_waiters(self) < 0) {
+        Py_XDECREF(err);
+        err = evpy_fetch_exc();
     }
-    Py_XDECREF(waiters);
     Py_CLEAR(self->aloop);
     self->gone = 1;
     Py_CLEAR(self->protocol);
@@ -367,17 +397,11 @@ pt_reaped(ProcObject *self, LoopObject *loop, PyObject *rc)
     return r;
 }
 
-static int
-pt_on_event(IOObject *io, unsigned events)
+/* Reaps the child whose pidfd is readable (waitpid() in C) and closes the
+ * pidfd: None, or NULL with an exception. */
+static PyObject *
+pt_reap(ProcObject *self, LoopObject *loop)
 {
-    ProcObject *self = PT(io);
-    LoopObject *loop = io->loop;
-    if (loop == NULL) {
-        return 0;
-    }
-    Py_INCREF(self);
-    Py_INCREF(loop);
-    evpy_loop_io_detach(loop, io);
     int status = 0;
     pid_t r;
     do {
@@ -420,7 +444,42 @@ pt_on_event(IOObject *io, unsigned events)
             res = rc < 0 ? NULL : Py_NewRef(Py_None);
         }
     }
-    rc = 0;
+    return res;
+}
+
+static int
+pt_on_event(IOObject *io, unsigned events)
+{
+    ProcObject *self = PT(io);
+    LoopObject *loop = io->loop;
+    if (loop == NULL) {
+        return 0;
+    }
+    Py_INCREF(self);
+    Py_INCREF(loop);
+    evpy_loop_io_detach(loop, io);
+    PyObject *res = NULL;
+    /* An os.waitpid replaced (a test double) is called as asyncio's child
+     * watcher calls it, through self._reap_with(waitpid). */
+    PyObject *wp = PyObject_GetAttr(self->st->os_module,
+                                    self->st->str_waitpid);
+    if (wp != NULL && wp != self->st->os_waitpid) {
+        PyObject *code = PyObject_CallMethodOneArg(
+            (PyObject *)self, self->st->str_reap_with, wp);
+        pt_close_pidfd(self);
+        if (code != NULL) {
+            res = pt_reaped(self, loop, code) < 0 ? NULL : Py_NewRef(Py_None);
+            Py_DECREF(code);
+        }
+    }
+    else if (wp == NULL) {
+        pt_close_pidfd(self);
+    }
+    else {
+        res = pt_reap(self, loop);
+    }
+    Py_XDECREF(wp);
+    int rc = 0;
     if (res == NULL) {
         rc = pt_report(self, loop);
     }
@@ -686,7 +745,8 @@ pt_init(ProcObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->io.extra,
                extra == Py_None ? PyDict_New() : Py_NewRef(extra));
     Py_XSETREF(self->pipes, PyDict_New());
-    Py_XSETREF(self->exit_waiters, PyList_New(0));
+    Py_XSETREF(self->exit_waiters,
+               self->st->proc_wake_at_exit ? PySet_New(NULL) : PyList_New(0));
     if (self->io.extra == NULL || self->pipes == NULL
         || self->exit_waiters == NULL) {
         return -1;
@@ -787,6 +847,30 @@ pt_set_protocol(ProcObject *self, PyObject *protocol)
     Py_RETURN_NONE;
 }
 
+/* Removes the futures that are done from a set of them. */
+static int
+pt_prune_waiters(PyObject *set, PyObject *str_done)
+{
+    if (PySet_GET_SIZE(set) == 0) {
+        return 0;
+    }
+    PyObject *list = PySequence_List(set);
+    if (list == NULL) {
+        return -1;
+    }
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(list); i++) {
+        PyObject *w = PyList_GET_ITEM(list, i);
+        PyObject *d = PyObject_CallMethodNoArgs(w, str_done);
+        int yes = d == NULL ? -1 : PyObject_IsTrue(d);
+        Py_XDECREF(d);
+        r = yes > 0 ? PySet_Discard(set, w) : yes;
+        r = r < 0 ? -1 : 0;
+    }
+    Py_DECREF(list);
+    return r;
+}
+
 /* asyncio's `async def _wait()`, as an awaitable future: done already if
  * the return code is known (awaiting it then does not suspend, as the
  * coroutine's early return). */
@@ -809,9 +893,21 @@ pt_wait(ProcObject *self, PyObject *Py_UNUSED(ignored))
                         "'NoneType' object has no attribute 'append'");
         r = NULL;
     }
-    else {
+    else if (PyAnySet_Check(self->exit_waiters)) {
+        /* asyncio's _wait() discards its future when it is cancelled: the
+         * cancelled ones are dropped here, when the next one comes */
+        r = pt_prune_waiters(self->exit_waiters, self->st->str_done) < 0
+                    || PySet_Add(self->exit_waiters, fut) < 0
+                ? NULL
+                : Py_NewRef(Py_None);
+    }
+    else if (PyList_Check(self->exit_waiters)) {
         r = PyList_Append(self->exit_waiters, fut) < 0 ? NULL
                                                        : Py_NewRef(Py_None);
+    }
+    else {
+        r = PyObject_CallMethodOneArg(self->exit_waiters, self->st->str_append,
+                                      fut);
     }
     if (r == NULL) {
         Py_DECREF(fut);
@@ -861,7 +957,20 @@ pt_close(ProcObject *self, PyObject *Py_UNUSED(ignored))
     }
     self->closed = 1;
     PyObject *err = NULL;
-    if (self->pipes != NULL) {
+    /* gh-114177: the pipes are left alone once the loop is closed (it may
+     * be closed right after the child was killed) */
+    int live = 0;
+    if (self->aloop != NULL) {
+        PyObject *c = PyObject_CallMethodNoArgs(self->aloop,
+                                                self->st->str_is_closed);
+        int closed = c == NULL ? -1 : PyObject_IsTrue(c);
+        Py_XDECREF(c);
+        live = closed < 0 ? -1 : !closed;
+        if (live < 0) {
+            err = evpy_fetch_exc();
+        }
+    }
+    if (live > 0 && self->pipes != NULL) {
         PyObject *protos = PyDict_Values(self->pipes);
         if (protos == NULL) {
             err = evpy_fetch_exc();

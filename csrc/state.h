@@ -82,7 +82,10 @@
   X(str_returncode, "returncode")                                   \
   X(str_call_soon, "call_soon")                                     \
   X(str_append, "append")                                           \
-  X(str_get_debug, "get_debug")
+  X(str_get_debug, "get_debug")                                     \
+  X(str_is_closed, "is_closed")                                     \
+  X(str_waitpid, "waitpid")                                         \
+  X(str_reap_with, "_reap_with")
 
 /* Python objects imported once: (field, module, attribute or NULL for the
  * module itself). */
@@ -94,7 +97,9 @@
   X(socket_type, "socket", "socket")                                    \
   X(TransportSocket, "asyncio.trsock", "TransportSocket")               \
   X(tasks_module, "asyncio.tasks", NULL)  /* Task looked up per call */ \
-  X(get_exec_path, "os", "get_exec_path") /* _core.spawn's PATH */
+  X(get_exec_path, "os", "get_exec_path") /* _core.spawn's PATH */      \
+  X(os_module, "os", NULL)                                              \
+  X(os_waitpid, "os", "waitpid") /* the reaper's: is it replaced? */
 
 typedef struct {
     PyTypeObject *LoopType;
@@ -119,6 +124,10 @@ typedef struct {
      * handle class: evpy.loop.ThreadSafeHandle, a subclass of it wrapping
      * our Handle (set from Python; NULL: the Handle itself). */
     PyObject *ts_handle_type;
+    /* asyncio's BaseSubprocessTransport wakes _wait()'s futures when the
+     * child exits and keeps them in a set (gh-119710; 3.14+), not once
+     * the pipes are closed too (set from Python: evpy.process). */
+    int proc_wake_at_exit;
 } evpy_state;
 
 /* The module definition: its state's size and GC hooks are set here;

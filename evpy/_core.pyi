@@ -181,7 +181,9 @@ class ProcessTransport(asyncio.SubprocessTransport):
     _loop: Loop | None
     _protocol: asyncio.SubprocessProtocol | None
     _pipes: dict[int, Any]
-    _exit_waiters: list[asyncio.Future[int]] | None
+    # a set since gh-119710 (see evpy.process)
+    _exit_waiters: (list[asyncio.Future[int]] | set[asyncio.Future[int]]
+                    | None)
     _pending_calls: Any
     _returncode: int | None
     _pid: int | None
@@ -211,6 +213,7 @@ class ProcessTransport(asyncio.SubprocessTransport):
 # -- module functions (csrc/module.c, accept.c, sockaddr.c)
 
 def _set_threadsafe_handle_type(type: type | None) -> None: ...
+def _set_process_wake_at_exit(flag: bool) -> None: ...
 def accept(fd: int) -> tuple[int, Any] | None: ...
 def connect(family: int, type: int, proto: int,
             address: tuple[Any, ...]) -> tuple[int, bool]: ...

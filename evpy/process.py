@@ -55,15 +55,15 @@ _SPAWN_KWARGS = frozenset({
     'start_new_session', 'process_group'})
 
 
-# The C transport (csrc/proctransport.c) keeps the exit bookkeeping of
-# asyncio's BaseSubprocessTransport up to 3.13.0: _wait()'s futures are
-# woken once the pipes are closed too. Newer asyncio (gh-119710, in
-# Debian's 3.14 and 3.15) wakes them as soon as the child exits and keeps
-# them in a set; until the C side learns that, those versions use the
-# Popen transport, whose methods are asyncio's own.
-_C_TRANSPORT_MATCHES = (
-    '_exit_waiters' not in
+# asyncio's BaseSubprocessTransport before gh-119710 (3.11 - 3.13.0) wakes
+# _wait()'s futures once the pipes are closed too; since then (3.14, and
+# where it was backported) as soon as the child exits, even while a
+# grandchild holds a pipe open, and keeps them in a set.  The C transport
+# does what this asyncio does.
+_WAKE_AT_EXIT = (
+    '_exit_waiters' in
     base_subprocess.BaseSubprocessTransport._process_exited.__code__.co_names)
+_core._set_process_wake_at_exit(_WAKE_AT_EXIT)
 
 
 def can_spawn(loop, kwargs):
@@ -72,8 +72,7 @@ def can_spawn(loop, kwargs):
     connect_read_pipe()/connect_write_pipe() (asyncio's transport makes
     the child's pipes through them), expects its version to be called:
     then the Popen transport is used."""
-    if (_spawn is None or not _C_TRANSPORT_MATCHES
-            or subprocess.Popen is not _Popen
+    if (_spawn is None or subprocess.Popen is not _Popen
             or not _SPAWN_KWARGS.issuperset(kwargs)):
         return False
     d = loop.__dict__
@@ -182,6 +181,16 @@ class ProcessTransport(ChildSignals, _core.ProcessTransport,
         logger.warning('child process pid %d exit status already read: '
                        'will report returncode 255', self._pid)
         return 255
+
+    def _reap_with(self, waitpid):
+        """The return code, from an os.waitpid that code replaced (the
+        reaper calls this instead of waitpid() in C then), called as
+        asyncio's child watcher calls it."""
+        try:
+            _, status = waitpid(self._pid, 0)
+        except ChildProcessError:
+            return self._reaped_elsewhere()
+        return os.waitstatus_to_exitcode(status)
 
     # -- asyncio's `_proc`, made on demand ----------------------------------
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from asyncio import base_subprocess
 
 import pytest
 from nethelpers import runner
@@ -439,21 +440,22 @@ def _pidfd_links():
 
 @pytest.mark.skipif(not hasattr(os, 'pidfd_open'), reason='needs pidfds')
 @pytest.mark.expect_handler_calls
-def test_pidfd_closed_when_waitpid_fails(loop, kind):
-    # An unexpected waitpid() error goes to the exception handler, and the
-    # pidfd is closed (and no longer polled) all the same.
+@pytest.mark.parametrize('extra', [{}, {'umask': 0o022}],
+                         ids=['spawn', 'popen'])
+def test_pidfd_closed_when_waitpid_fails(loop, kind, extra):
+    # An unexpected error from os.waitpid (replaced here; evpy's reaper
+    # calls a replaced one instead of waitpid() in C) goes to the
+    # exception handler, and the pidfd is closed (and no longer polled)
+    # all the same.
     if kind == 'asyncio' and sys.version_info < (3, 14):
         pytest.skip("asyncio's loop reaps with pidfds from 3.14")
-    if kind == 'evpy':
-        pytest.skip('evpy calls waitpid() in C, not os.waitpid: see '
-                    'test_reaper_error_closes_pidfd')
     from unittest import mock
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
 
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            PY, '-c', 'import sys; sys.stdin.read()', stdin=PIPE)
+            PY, '-c', 'import sys; sys.stdin.read()', stdin=PIPE, **extra)
         assert len(_pidfd_links()) == 1
         with mock.patch.object(os, 'waitpid',
                                side_effect=OSError('unexpected')) as m:
@@ -480,11 +482,7 @@ def test_reaper_error_closes_pidfd(loop):
     # polled all the same.  Injected where the reaper calls back into
     # Python: the child was reaped elsewhere (waitpid() says ECHILD).
     from unittest import mock
-    from evpy import process
     from evpy.process import ProcessTransport
-    if not process._C_TRANSPORT_MATCHES:
-        pytest.skip('this asyncio wakes _wait() at exit (gh-119710): the '
-                    'Popen transport is used, not the C one')
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
 
@@ -805,4 +803,57 @@ def test_wait_from_many_waiters_and_cancelled_one(loop):
         assert await waiters[0] == 5 and await waiters[2] == 5
         assert waiters[1].cancelled()
         assert await proc.wait() == 5
+    run(loop, main())
+
+
+# gh-119710 (asyncio 3.14+, and where it was backported): wait() returns
+# when the child exits, even while a grandchild keeps a pipe open, and
+# _wait()'s futures are a set a cancelled one leaves; before it, wait()
+# returned once the pipes were closed too.  evpy does what this asyncio
+# does, on both of its paths.
+WAKE_AT_EXIT = ('_exit_waiters' in base_subprocess.BaseSubprocessTransport
+                ._process_exited.__code__.co_names)
+
+GRANDCHILD = ("import subprocess, sys; subprocess.Popen([sys.executable, "
+              "'-c', 'import sys; sys.stdout.write(\"ready\"); "
+              "sys.stdout.flush(); sys.stdin.read()'])")
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_wait_while_a_grandchild_holds_the_pipes(loop, extra):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', GRANDCHILD, stdin=PIPE, stdout=PIPE, **extra)
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            assert await proc.stdout.readexactly(5) == b'ready'
+            while proc.returncode is None:  # the child exited; not its pipes
+                await asyncio.sleep(0.005)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert waiter.done() == WAKE_AT_EXIT
+            assert proc._transport._exit_waiters is None or not WAKE_AT_EXIT
+        finally:
+            proc.stdin.close()  # the grandchild exits
+            assert await proc.stdout.read() == b''
+        assert await waiter == 0
+        assert proc._transport._exit_waiters is None
+    run(loop, main())
+
+
+@pytest.mark.parametrize('extra', PATHS, ids=['spawn', 'popen'])
+def test_cancelled_waits_are_not_kept(loop, extra):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, '-c', 'import sys; sys.stdin.read()', stdin=PIPE, **extra)
+        for _ in range(10):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.001)
+        last = asyncio.ensure_future(proc.wait())
+        await asyncio.sleep(0)
+        waiters = proc._transport._exit_waiters
+        assert type(waiters) is (set if WAKE_AT_EXIT else list)
+        assert len(waiters) == (1 if WAKE_AT_EXIT else 11)
+        proc.stdin.close()
+        assert await last == 0
     run(loop, main())
