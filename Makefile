@@ -56,15 +56,20 @@ soak:
 	    --report $(VENVS)/soak-connections.csv
 
 # sys.gettotalrefcount() over evpy workloads on a debug CPython (Debian's
-# python3.11-dbg by default; ~30 s at the default scale).
+# python3.11-dbg by default; ~30 s at the default scale). It builds in a
+# venv of that interpreter with setuptools from PyPI (pyproject.toml needs
+# setuptools >= 77; Debian 12 ships 66).
 refcount:
 	command -v $(DBGPY) >/dev/null || { apt-get update -qq \
-	    && apt-get install -y -qq python3.11-dbg python3-setuptools; }
+	    && apt-get install -y -qq python3.11-dbg python3.11-venv; }
+	[ -x $(VENVS)/dbgpy/bin/python ] || { $(DBGPY) -m venv $(VENVS)/dbgpy \
+	    && $(VENVS)/dbgpy/bin/python -m pip install -q 'setuptools>=77'; }
 	rm -rf $(VENVS)/dbg $(VENVS)/dbg-tmp
-	$(DBGPY) setup.py -q build_ext --build-lib $(VENVS)/dbg \
+	$(VENVS)/dbgpy/bin/python setup.py -q build_ext --build-lib $(VENVS)/dbg \
 	    --build-temp $(VENVS)/dbg-tmp
 	cp evpy/*.py $(VENVS)/dbg/evpy/
-	PYTHONPATH=$(VENVS)/dbg $(DBGPY) tests/soak/refcount.py $(REFCOUNT_SCALE)
+	PYTHONPATH=$(VENVS)/dbg $(VENVS)/dbgpy/bin/python tests/soak/refcount.py \
+	    $(REFCOUNT_SCALE)
 
 clean:
 	# The sid root may still have /proc and /dev bound in: unbind first.

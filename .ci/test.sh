@@ -269,6 +269,17 @@ else
     failed+=("build-faults")
 fi
 
+# Reference counts on a debug CPython (`make refcount`: Debian's
+# python3.11-dbg, installed if missing): sys.gettotalrefcount() flat over
+# evpy's workloads, subprocesses included (~1-2 min with the install).
+echo "== refcount (python3.11-dbg)"
+if make -s refcount VENVS="$VENVS" >"$logdir/refcount.log" 2>&1; then
+    grep -E '^[a-z_]+ +n=' "$logdir/refcount.log" | tr -s ' ' | paste -sd';'
+else
+    tail -n 30 "$logdir/refcount.log"
+    failed+=("refcount")
+fi
+
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED: ${failed[*]}"
     exit 1

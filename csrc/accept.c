@@ -205,7 +205,7 @@ accept_connections(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!PyObject_TypeCheck(args[0], st->LoopType) || !PyType_Check(args[4])
         || !PyType_IsSubtype(a.transport_type, st->StreamType)
-        || !PyArg_ParseTuple(kind, "iii", &a.family, &a.socktype, &a.proto)) {
+        || evpy_sockaddr_kind(kind, &a.family, &a.socktype, &a.proto) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError,
                             "accept_connections(): bad arguments");
@@ -296,7 +296,7 @@ adopt_stream(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         || !PyType_IsSubtype((PyTypeObject *)args[1], st->StreamType)
         || !PyDict_Check(args[5])
         || (context != NULL && !PyContext_CheckExact(context))
-        || !PyArg_ParseTuple(args[3], "iii", &family, &socktype, &proto)) {
+        || evpy_sockaddr_kind(args[3], &family, &socktype, &proto) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError, "adopt_stream(): bad arguments");
         }

@@ -994,7 +994,14 @@ loop_run(LoopObject *self, PyObject *Py_UNUSED(ignored))
 static void
 loop_drop_queues(LoopObject *self)
 {
-    for (;;) {
+    /* Dropping a handle can run a finalizer that schedules more work, so
+     * this repeats until a pass finds nothing. Bounded: from the 8th pass
+     * on the loop counts as closed (call_soon & co. refuse), and after
+     * the 64th what is left is left (leaked, never run or freed twice). */
+    for (int pass = 0; pass < 64; pass++) {
+        if (pass == 8) {
+            self->closed = 1;
+        }
         evpy_ring_t drop;
         evpy_ring_init(&drop, sizeof(void *), 64);
         int nomem = 0;

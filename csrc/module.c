@@ -33,7 +33,57 @@ module_set_process_wake_at_exit(PyObject *mod, PyObject *flag)
     Py_RETURN_NONE;
 }
 
+/* asyncio's futures._set_result_unless_cancelled, and the same guarded by
+ * done(): callbacks the loop schedules to complete a waiter (C: no frame
+ * per call). */
+static PyObject *
+set_result_unless(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
+                  int done)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "expected 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    evpy_state *st = evpy_get_state(mod);
+    PyObject *r = PyObject_CallMethodNoArgs(args[0], done ? st->str_done
+                                                          : st->str_cancelled);
+    int yes = r == NULL ? -1 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    if (yes != 0) {
+        return yes < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    r = PyObject_CallMethodOneArg(args[0], st->str_set_result, args[1]);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+module_set_result_unless_cancelled(PyObject *mod, PyObject *const *args,
+                                   Py_ssize_t nargs)
+{
+    return set_result_unless(mod, args, nargs, 0);
+}
+
+static PyObject *
+module_set_result_unless_done(PyObject *mod, PyObject *const *args,
+                              Py_ssize_t nargs)
+{
+    return set_result_unless(mod, args, nargs, 1);
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_result_unless_cancelled",
+     (PyCFunction)(void (*)(void))module_set_result_unless_cancelled,
+     METH_FASTCALL,
+     "set_result_unless_cancelled(fut, result): fut.set_result(result) "
+     "unless fut.cancelled()."},
+    {"set_result_unless_done",
+     (PyCFunction)(void (*)(void))module_set_result_unless_done, METH_FASTCALL,
+     "set_result_unless_done(fut, result): fut.set_result(result) unless "
+     "fut.done()."},
     {"_set_threadsafe_handle_type", module_set_threadsafe_handle_type, METH_O,
      "What call_soon_threadsafe() wraps its Handle in (None: "
      "nothing)."},

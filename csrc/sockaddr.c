@@ -15,10 +15,76 @@ static PyObject *
 inet_host(int family, const void *addr)
 {
     char buf[INET6_ADDRSTRLEN];
+    if (family == AF_INET) {
+        /* dotted quad by hand: inet_ntop() formats through sprintf() */
+        const unsigned char *b = addr;
+        char *p = buf;
+        for (int i = 0; i < 4; i++) {
+            unsigned v = b[i];
+            if (v >= 100) {
+                *p++ = (char)('0' + v / 100);
+                v %= 100;
+                *p++ = (char)('0' + v / 10);
+            }
+            else if (v >= 10) {
+                *p++ = (char)('0' + v / 10);
+            }
+            *p++ = (char)('0' + v % 10);
+            *p++ = '.';
+        }
+        return PyUnicode_FromStringAndSize(buf, p - buf - 1);
+    }
     if (inet_ntop(family, addr, buf, sizeof(buf)) == NULL) {
         return evpy_set_errno(-errno);
     }
     return PyUnicode_FromString(buf);
+}
+
+/* (a, b), both references stolen (NULL: an exception is set). */
+static PyObject *
+pair(PyObject *a, PyObject *b)
+{
+    PyObject *t = a != NULL && b != NULL ? PyTuple_New(2) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
+}
+
+/* A Python int that fits a C int, or -1 with an exception. */
+static int
+as_int(PyObject *o, int *out)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "signed integer is too large");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int
+evpy_sockaddr_kind(PyObject *kind, int *family, int *type, int *proto)
+{
+    if (!PyTuple_Check(kind) || PyTuple_GET_SIZE(kind) != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a (family, type, proto) tuple is required");
+        return -1;
+    }
+    if (as_int(PyTuple_GET_ITEM(kind, 0), family) < 0
+        || as_int(PyTuple_GET_ITEM(kind, 1), type) < 0
+        || as_int(PyTuple_GET_ITEM(kind, 2), proto) < 0) {
+        return -1;
+    }
+    return 0;
 }
 
 PyObject *
@@ -31,7 +97,7 @@ evpy_sockaddr_to_py(const struct sockaddr *sa, socklen_t len)
         if (host == NULL) {
             return NULL;
         }
-        return Py_BuildValue("Ni", host, (int)ntohs(a->sin_port));
+        return pair(host, PyLong_FromLong(ntohs(a->sin_port)));
     }
     case AF_INET6: {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
@@ -116,7 +182,13 @@ sockaddr_accept(PyObject *mod, PyObject *arg)
         (void)close(conn);
         return NULL;
     }
-    return Py_BuildValue("iN", conn, addr);
+    PyObject *pyconn = PyLong_FromLong(conn);
+    if (pyconn == NULL) {
+        (void)close(conn);
+        Py_DECREF(addr);
+        return NULL;
+    }
+    return pair(pyconn, addr);
 }
 
 int
@@ -202,12 +274,21 @@ evpy_sockaddr_from_py(int family, PyObject *address,
  * address. in_progress: wait for writability, then sock_error(fd). OSError
  * (as socket.connect() raises it) if the connection fails at once. */
 static PyObject *
-sockaddr_connect(PyObject *mod, PyObject *args)
+sockaddr_connect(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     int family, socktype, proto;
-    PyObject *address;
-    if (!PyArg_ParseTuple(args, "iiiO!:connect", &family, &socktype, &proto,
-                          &PyTuple_Type, &address)) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "connect() takes exactly 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *address = args[3];
+    if (as_int(args[0], &family) < 0 || as_int(args[1], &socktype) < 0
+        || as_int(args[2], &proto) < 0) {
+        return NULL;
+    }
+    if (!PyTuple_Check(address)) {
+        PyErr_SetString(PyExc_TypeError, "connect(): address must be a tuple");
         return NULL;
     }
     struct sockaddr_storage ss;
@@ -237,7 +318,12 @@ sockaddr_connect(PyObject *mod, PyObject *args)
             return evpy_set_errno(-err);
         }
     }
-    return Py_BuildValue("iO", fd, in_progress ? Py_True : Py_False);
+    PyObject *pyfd = PyLong_FromLong(fd);
+    if (pyfd == NULL) {
+        (void)close(fd);
+        return NULL;
+    }
+    return pair(pyfd, PyBool_FromLong(in_progress));
 }
 
 /* sock_error(fd) -> int: the socket's pending error (SO_ERROR), 0 if
@@ -259,7 +345,8 @@ sockaddr_sock_error(PyObject *mod, PyObject *arg)
 
 PyMethodDef evpy_sockaddr_methods[] = {
     {"accept", (PyCFunction)sockaddr_accept, METH_O, NULL},
-    {"connect", (PyCFunction)sockaddr_connect, METH_VARARGS, NULL},
+    {"connect", (PyCFunction)(void (*)(void))sockaddr_connect, METH_FASTCALL,
+     NULL},
     {"sock_error", (PyCFunction)sockaddr_sock_error, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -27,6 +27,10 @@ PyObject *evpy_sockaddr_of_fd(int fd, int peer);
 int evpy_sockaddr_from_py(int family, PyObject *address,
                           struct sockaddr_storage *ss, socklen_t *len);
 
+/* A socket's kind, (family, type, proto) ints, as C ints: 0, or -1 with
+ * an exception. */
+int evpy_sockaddr_kind(PyObject *kind, int *family, int *type, int *proto);
+
 /* Module functions: accept(fd), connect(family, type, proto, address),
  * sock_error(fd). */
 extern PyMethodDef evpy_sockaddr_methods[];

@@ -65,9 +65,7 @@ def _run_until_complete_cb(fut):
     fut.get_loop().stop()
 
 
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)
+_set_result_unless_cancelled = _core.set_result_unless_cancelled
 
 
 def _delegate(name):

@@ -12,6 +12,8 @@ import socket
 from functools import partial
 from operator import methodcaller
 
+from . import _core
+
 try:
     from ssl import SSLSocket as _SSLSocket
 except ImportError:  # pragma: no cover - Python built without ssl
@@ -76,9 +78,7 @@ def numeric_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
 _BYTE_TYPES = (bytes, bytearray)
 
 
-def _future_set_result(fut, result):
-    if not fut.done():
-        fut.set_result(result)
+_future_set_result = _core.set_result_unless_done
 
 
 class SockMixin:

@@ -22,9 +22,7 @@ from . import _core
 logger = logging.getLogger('asyncio')
 
 
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)
+_set_result_unless_cancelled = _core.set_result_unless_cancelled
 
 
 # asyncio fills these in when a socket transport is made; evpy computes

@@ -135,6 +135,41 @@ def test_ipv6_echo(loop):
     run(loop, main())
 
 
+# Loopback addresses whose parts have one, two and three digits (all of
+# 127/8 is loopback on Linux): what evpy's C address conversion prints.
+LOOPBACK_ADDRS = ['127.0.0.1', '127.10.100.255', '127.255.0.9',
+                  '127.99.199.200', '127.1.20.3']
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'),
+                    reason='127/8 is all loopback on Linux only')
+def test_ipv4_addresses_in_extra_info(loop):
+    async def main():
+        seen = []
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, tr):
+                seen.append(tr.get_extra_info('peername'))
+
+        server = await loop.create_server(Server, '127.0.0.1', 0)
+        port = port_of(server)
+        for i, addr in enumerate(LOOPBACK_ADDRS):
+            tr, pr = await loop.create_connection(
+                lambda: Collect(loop), '127.0.0.1', port,
+                local_addr=(addr, 0))
+            sockname = tr.get_extra_info('sockname')
+            assert sockname[0] == addr
+            assert tr.get_extra_info('peername') == ('127.0.0.1', port)
+            while len(seen) <= i:
+                await asyncio.sleep(0.005)
+            assert seen[-1] == sockname
+            tr.close()
+            await pr.lost
+            assert tr.get_extra_info('sockname') == sockname
+        await close_server(server)
+    run(loop, main())
+
+
 def test_hostname_resolution(loop):
     async def main():
         server = await echo_server(loop)

@@ -8,7 +8,7 @@ reference count after the second run must be within a few references of
 the one after the first (a leaked reference per operation would show as
 thousands). Workloads: call_soon, call_later + cancel, futures,
 call_soon_threadsafe, create_connection/close, TLS handshakes, UDP
-datagrams, pipes.
+datagrams, pipes, subprocesses.
 """
 import asyncio
 import gc
@@ -147,8 +147,26 @@ def w_pipes(loop, n):
     loop.run_until_complete(go())
 
 
+def w_subprocess(loop, n):
+    # the C ProcessTransport: spawn, pipes, a cancelled wait() (pruned
+    # from the waiters when the next one comes), communicate, reaping
+    pipe = asyncio.subprocess.PIPE
+
+    async def go():
+        for _ in range(max(1, n // 200)):
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", "read x; echo $x", stdin=pipe, stdout=pipe)
+            try:
+                await asyncio.wait_for(proc.wait(), 0.0001)
+            except asyncio.TimeoutError:
+                pass
+            out, _ = await proc.communicate(b"hi\n")
+            assert out == b"hi\n" and proc.returncode == 0
+    loop.run_until_complete(go())
+
+
 WORKLOADS = [w_call_soon, w_call_later_cancel, w_futures, w_threadsafe,
-             w_connect, w_tls, w_udp, w_pipes]
+             w_connect, w_tls, w_udp, w_pipes, w_subprocess]
 
 
 def main():
