@@ -470,6 +470,11 @@ def _close_target(loop, target):
             run_briefly(loop)
             if target.get_returncode() is None:
                 threading.Event().wait(0.005)
+        # The exit is known one iteration before connection_lost runs (on
+        # both loops): let it run, so what follows does not depend on
+        # which iteration the exit was noticed in.
+        if not loop.is_closed():
+            run_briefly(loop, 2)
 
 
 def _settle(loop, env):
