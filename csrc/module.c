@@ -1,5 +1,7 @@
 /* evpy._core: assembles the module from the units below it. The state
  * (state.c) is filled first, then each unit adds its types and functions.
+ * The few module functions defined here are settings evpy's Python side
+ * makes once and the two waiter callbacks the transports schedule.
  * Multi-phase init; all types are heap types created from specs.
  */
 #include "accept.h"

@@ -386,22 +386,6 @@ exes_from(PyObject *executable, PyObject *env, PyObject *get_exec_path,
     return r < 0 ? -1 : cstrings_finish(cs);
 }
 
-/* An int argument; -1 with an exception set on failure. */
-static int
-as_int(PyObject *obj, int *out)
-{
-    long v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "int out of range");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 /* None, PIPE, STDOUT, DEVNULL, an fd or an object with fileno(). */
 static int
 stdio_arg(PyObject *obj, int *out)
@@ -416,7 +400,7 @@ stdio_arg(PyObject *obj, int *out)
     if (num == NULL) {
         return -1;
     }
-    int r = as_int(num, out);
+    int r = evpy_as_int(num, out);
     Py_DECREF(num);
     return r;
 }
@@ -454,8 +438,8 @@ evpy_spawn(PyObject *const *a, int out[5])
     }
     int close_fds = PyObject_IsTrue(a[7]);
     int flags, pgid;
-    if (close_fds < 0 || as_int(a[9], &flags) < 0
-        || as_int(a[10], &pgid) < 0) {
+    if (close_fds < 0 || evpy_as_int(a[9], &flags) < 0
+        || evpy_as_int(a[10], &pgid) < 0) {
         return -1;
     }
     if (PySys_Audit("subprocess.Popen", "OOOO", executable, args, cwd, env)
@@ -496,7 +480,7 @@ evpy_spawn(PyObject *const *a, int out[5])
         goto done;
     }
     for (Py_ssize_t i = 0; i < nkeep - 1; i++) {
-        if (as_int(PySequence_Fast_GET_ITEM(fds, i), &keep[i]) < 0) {
+        if (evpy_as_int(PySequence_Fast_GET_ITEM(fds, i), &keep[i]) < 0) {
             Py_DECREF(fds);
             goto done;
         }

@@ -55,22 +55,6 @@ pair(PyObject *a, PyObject *b)
     return t;
 }
 
-/* A Python int that fits a C int, or -1 with an exception. */
-static int
-as_int(PyObject *o, int *out)
-{
-    long v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "signed integer is too large");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 int
 evpy_sockaddr_kind(PyObject *kind, int *family, int *type, int *proto)
 {
@@ -79,9 +63,9 @@ evpy_sockaddr_kind(PyObject *kind, int *family, int *type, int *proto)
                         "a (family, type, proto) tuple is required");
         return -1;
     }
-    if (as_int(PyTuple_GET_ITEM(kind, 0), family) < 0
-        || as_int(PyTuple_GET_ITEM(kind, 1), type) < 0
-        || as_int(PyTuple_GET_ITEM(kind, 2), proto) < 0) {
+    if (evpy_as_int(PyTuple_GET_ITEM(kind, 0), family) < 0
+        || evpy_as_int(PyTuple_GET_ITEM(kind, 1), type) < 0
+        || evpy_as_int(PyTuple_GET_ITEM(kind, 2), proto) < 0) {
         return -1;
     }
     return 0;
@@ -283,8 +267,9 @@ sockaddr_connect(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *address = args[3];
-    if (as_int(args[0], &family) < 0 || as_int(args[1], &socktype) < 0
-        || as_int(args[2], &proto) < 0) {
+    if (evpy_as_int(args[0], &family) < 0
+        || evpy_as_int(args[1], &socktype) < 0
+        || evpy_as_int(args[2], &proto) < 0) {
         return NULL;
     }
     if (!PyTuple_Check(address)) {

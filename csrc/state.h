@@ -12,6 +12,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
+
 #if PY_VERSION_HEX < 0x030C0000
 #  include <structmember.h>
 #  define Py_T_PYSSIZET T_PYSSIZET
@@ -182,6 +184,23 @@ evpy_restore_exc(PyObject *exc)
     PyObject *tb = PyException_GetTraceback(exc);
     PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);
 #endif
+}
+
+/* A Python int that fits a C int: 0, or -1 with an exception
+ * (OverflowError when it does not fit). */
+static inline int
+evpy_as_int(PyObject *obj, int *out)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "int out of range");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
 }
 
 #endif /* EVPY_STATE_H */
